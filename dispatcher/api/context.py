@@ -1,0 +1,40 @@
+"""What route handlers reach through the app: the wired parts, under one typed key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from dispatcher.auth import Authenticator, Principal
+from dispatcher.delivery.deliverer import Deliverer
+from dispatcher.delivery.netguard import NetworkPolicy
+from dispatcher.events import EventHub
+from dispatcher.handlers import Registry
+from dispatcher.settings import Settings
+from dispatcher.store.base import Store
+from dispatcher.worker import WorkerPool
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    store: Store
+    registry: Registry
+    hub: EventHub
+    network: NetworkPolicy
+    auth: Authenticator
+    pool: WorkerPool
+    deliverer: Deliverer
+
+
+SERVICES = web.AppKey("services", Services)
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]

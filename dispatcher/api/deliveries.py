@@ -1,0 +1,77 @@
+"""Deliveries: list, show with attempts, replay one or many."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dispatcher.api.context import principal, services
+from dispatcher.api.parsing import body, decode_cursor, page_body, query
+from dispatcher.errors import NotFound
+from dispatcher.ids import is_id, now
+from dispatcher.models import BulkReplayRequest, DeliveryListQuery, timestamp
+from dispatcher.store.records import Channel, DeliveryFilter, DeliveryStatus
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/deliveries")
+async def list_deliveries(request: web.Request) -> web.Response:
+    svc = services(request)
+    params = query(request, DeliveryListQuery)
+    where = DeliveryFilter(
+        tenant=principal(request).scope(),
+        status=DeliveryStatus(params.status) if params.status else None,
+        job_id=params.job_id,
+        endpoint_id=params.endpoint_id,
+        channel=Channel(params.channel) if params.channel else None,
+        since=timestamp(params.since),
+        until=timestamp(params.until),
+        limit=params.limit,
+        before=decode_cursor(params.cursor, lambda value: is_id(value, "msg")),
+    )
+    page = await svc.store.list_deliveries(where)
+    return web.json_response(page_body([d.public() for d in page.items], page.next_cursor))
+
+
+@routes.get("/v1/deliveries/{id}")
+async def show(request: web.Request) -> web.Response:
+    svc = services(request)
+    delivery_id = request.match_info["id"]
+    found = None
+    if is_id(delivery_id, "msg"):
+        found = await svc.store.get_delivery(delivery_id, principal(request).scope())
+    if found is None:
+        raise NotFound(f"no delivery {delivery_id}")
+    return web.json_response(found.public())
+
+
+@routes.post("/v1/deliveries/replay")
+async def replay_many(request: web.Request) -> web.Response:
+    svc = services(request)
+    who = principal(request)
+    spec, _ = await body(request, BulkReplayRequest, svc.settings.max_body_bytes)
+    where = DeliveryFilter(
+        tenant=who.scope(),
+        status=DeliveryStatus(spec.status),
+        endpoint_id=spec.endpoint_id,
+        channel=Channel(spec.channel) if spec.channel else None,
+        since=timestamp(spec.since),
+        until=timestamp(spec.until),
+    )
+    count = await svc.store.replay_deliveries(where, who.prefix, now(), spec.dry_run)
+    if spec.dry_run:
+        return web.json_response({"matched": count})
+    svc.deliverer.wake()
+    return web.json_response({"replayed": count}, status=202)
+
+
+@routes.post("/v1/deliveries/{id}/replay")
+async def replay_one(request: web.Request) -> web.Response:
+    svc = services(request)
+    who = principal(request)
+    delivery_id = request.match_info["id"]
+    if not is_id(delivery_id, "msg"):
+        raise NotFound(f"no delivery {delivery_id}")
+    delivery = await svc.store.replay_delivery(delivery_id, who.scope(), who.prefix, now())
+    svc.deliverer.wake()
+    return web.json_response(delivery.public(), status=202)

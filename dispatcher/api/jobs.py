@@ -1,0 +1,138 @@
+"""Jobs: submit, read (with long-poll), list, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from aiohttp import web
+
+from dispatcher.api.context import Services, principal, services
+from dispatcher.api.parsing import decode_cursor, page_body, query, read_json, validate
+from dispatcher.errors import Conflict, Invalid, NotFound
+from dispatcher.ids import is_id, new_id, now
+from dispatcher.models import JobListQuery, JobRequest, WaitQuery, timestamp
+from dispatcher.store.records import Job, JobFilter, JobStatus, NewJob
+
+routes = web.RouteTableDef()
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _invalid(field: str, message: str) -> Invalid:
+    return Invalid(message, [{"field": field, "message": message, "type": "value_error"}])
+
+
+def _check_targets(request: JobRequest, svc: Services) -> None:
+    if svc.registry.get(request.type) is None:
+        raise _invalid("type", f"unknown job type {request.type!r}; known: {svc.registry.names()}")
+    if request.callback_url is not None:
+        try:
+            svc.network.check_url(request.callback_url)
+        except Exception as exc:
+            raise _invalid("callback_url", str(exc)) from exc
+    if request.endpoint_id is not None:
+        raise _invalid("endpoint_id", f"no endpoint {request.endpoint_id!r}")
+
+
+def _request_hash(data: Any) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise _invalid("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    return key
+
+
+def job_response(
+    job: Job, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(job.public(), status=status, headers=headers)
+
+
+@routes.post("/v1/jobs")
+async def submit(request: web.Request) -> web.Response:
+    svc = services(request)
+    who = principal(request)
+    data, _ = await read_json(request, svc.settings.max_body_bytes)
+    idempotency_key = _idempotency_key(request)
+    spec = validate(JobRequest, data)
+    _check_targets(spec, svc)
+    new = NewJob(
+        id=new_id("job"),
+        tenant=who.tenant,
+        type=spec.type,
+        payload=spec.payload,
+        callback_url=spec.callback_url,
+        endpoint_id=spec.endpoint_id,
+        notify=spec.notify.model_dump(exclude_none=True) if spec.notify else None,
+        metadata=spec.metadata,
+        deadline=timestamp(spec.deadline),
+        created_at=now(),
+        idempotency_key=idempotency_key,
+        request_hash=_request_hash(data) if idempotency_key else None,
+    )
+    job, created = await svc.store.submit_job(new, svc.settings.max_queue)
+    location = {"Location": f"/v1/jobs/{job.id}"}
+    if not created:
+        return job_response(job, 200, {**location, "Idempotent-Replayed": "true"})
+    svc.hub.publish(job)
+    svc.pool.wake()
+    return job_response(job, 202, location)
+
+
+async def _get(svc: Services, job_id: str, tenant: str | None) -> Job:
+    job = await svc.store.get_job(job_id, tenant) if is_id(job_id, "job") else None
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+@routes.get("/v1/jobs/{id}")
+async def get(request: web.Request) -> web.Response:
+    svc = services(request)
+    scope = principal(request).scope()
+    wait = query(request, WaitQuery).wait
+    job_id = request.match_info["id"]
+    if wait <= 0:
+        return job_response(await _get(svc, job_id, scope))
+    # Subscribe before reading, so a finish between the read and the wait is not missed.
+    with svc.hub.job(job_id) as events:
+        job = await _get(svc, job_id, scope)
+        deadline = now() + wait
+        while not job.status.finished and (left := deadline - now()) > 0:
+            event = await events.next(within=left)
+            if event is not None and event.status.finished:
+                job = await _get(svc, job_id, scope)
+    return job_response(job)
+
+
+@routes.get("/v1/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    svc = services(request)
+    params = query(request, JobListQuery)
+    where = JobFilter(
+        tenant=principal(request).scope(),
+        status=JobStatus(params.status) if params.status else None,
+        type=params.type,
+        limit=params.limit,
+        before=decode_cursor(params.cursor, lambda value: is_id(value, "job")),
+    )
+    page = await svc.store.list_jobs(where)
+    return web.json_response(page_body([job.public() for job in page.items], page.next_cursor))
+
+
+@routes.post("/v1/jobs/{id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    svc = services(request)
+    job = await _get(svc, request.match_info["id"], principal(request).scope())
+    if job.status is not JobStatus.QUEUED:
+        raise Conflict(f"the job is {job.status}; only a queued job can be cancelled")
+    cancelled = await svc.pool.cancel(job)
+    if cancelled is None:
+        raise Conflict("the job started before it could be cancelled")
+    return job_response(cancelled)

@@ -1,0 +1,78 @@
+"""Turning requests into validated values: bodies, query strings, cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from dispatcher.errors import BadRequest, Invalid, PayloadTooLarge, UnsupportedMediaType
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def field_errors(error: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(part) for part in e["loc"]), "message": e["msg"], "type": e["type"]}
+        for e in error.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def validate(model: type[M], data: Any, what: str = "request body") -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise Invalid(f"the {what} is not valid", field_errors(error)) from error
+
+
+async def read_json(request: web.Request, max_bytes: int) -> tuple[Any, bytes]:
+    """The parsed body and its bytes: 415 unless JSON, 413 past the limit, 400 if malformed."""
+    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
+        raise UnsupportedMediaType()
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes") from exc
+    try:
+        return json.loads(raw), raw
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+
+
+async def body(request: web.Request, model: type[M], max_bytes: int) -> tuple[M, Any]:
+    data, _ = await read_json(request, max_bytes)
+    return validate(model, data), data
+
+
+def query(request: web.Request, model: type[M]) -> M:
+    return validate(model, dict(request.query), "query string")
+
+
+def encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, valid: Any) -> str | None:
+    """The position a cursor names; 422 for anything this server did not hand out."""
+    if cursor is None:
+        return None
+    try:
+        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        value = ""
+    if not value or not valid(value):
+        raise Invalid(
+            "the cursor is not valid",
+            [{"field": "cursor", "message": "bad cursor", "type": "value_error"}],
+        )
+    return value
+
+
+def page_body(items: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
+    return {"items": items, "next_cursor": encode_cursor(next_cursor) if next_cursor else None}

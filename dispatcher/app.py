@@ -1,0 +1,142 @@
+"""create_app(settings): the one place that wires the parts together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from dispatcher import __version__
+from dispatcher.api import deliveries, jobs, keys, service
+from dispatcher.api.authn import auth_middleware
+from dispatcher.api.context import SERVICES, Services
+from dispatcher.api.problems import problem_middleware
+from dispatcher.auth import ADMIN_TENANT, Authenticator, new_key
+from dispatcher.delivery.deliverer import Deliverer
+from dispatcher.delivery.netguard import NetworkPolicy
+from dispatcher.delivery.policy import RetryPolicy
+from dispatcher.delivery.webhook import WebhookSender
+from dispatcher.events import EventHub
+from dispatcher.handlers import load_registry
+from dispatcher.housekeeping import Housekeeping
+from dispatcher.ids import now
+from dispatcher.settings import Settings
+from dispatcher.store.base import Store
+from dispatcher.store.sqlite import SQLiteStore
+from dispatcher.webhooks import generate_secret
+from dispatcher.worker import WorkerPool
+
+log = logging.getLogger(__name__)
+
+Announce = Callable[[str], None]
+
+
+def open_store(settings: Settings) -> Store:
+    path = settings.sqlite_path
+    if path is not None:
+        return SQLiteStore(path)
+    raise ValueError(
+        f"unsupported DISPATCHER_DATABASE_URL scheme: {settings.database_url.split(':')[0]}"
+    )
+
+
+def create_app(settings: Settings, *, announce: Announce | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[problem_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    for module in (service, keys, jobs, deliveries):
+        app.add_routes(module.routes)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        async for _ in _run_parts(app, settings, announce):
+            yield
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def _run_parts(
+    app: web.Application, settings: Settings, announce: Announce | None
+) -> AsyncIterator[None]:
+    store = open_store(settings)
+    await store.open()
+    registry = load_registry(settings.handlers)
+    network = NetworkPolicy(settings.allow_networks)
+    session = aiohttp.ClientSession(
+        connector=network.connector(limit=settings.delivery_concurrency),
+        headers={"user-agent": f"dispatcher/{__version__}"},
+    )
+    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    hub = EventHub()
+    deliverer = Deliverer(
+        store,
+        WebhookSender(session, settings.delivery_timeout),
+        RetryPolicy(settings.retry_schedule),
+        owner=owner,
+        concurrency=settings.delivery_concurrency,
+        lease=settings.lease_seconds,
+        poll_interval=settings.poll_interval,
+    )
+    pool = WorkerPool(
+        store,
+        registry,
+        hub,
+        owner=owner,
+        workers=settings.workers,
+        lease=settings.lease_seconds,
+        poll_interval=settings.poll_interval,
+        on_finished=lambda job: deliverer.wake(),
+    )
+    housekeeping = Housekeeping(
+        store,
+        pool,
+        owner=owner,
+        lease=settings.lease_seconds,
+        retention_days=settings.retention_days,
+    )
+    bootstrap = settings.admin_key.get_secret_value() if settings.admin_key else None
+    await _bootstrap(store, bootstrap, announce)
+    app[SERVICES] = Services(
+        settings=settings,
+        store=store,
+        registry=registry,
+        hub=hub,
+        network=network,
+        auth=Authenticator(store, bootstrap),
+        pool=pool,
+        deliverer=deliverer,
+    )
+    pool.start()
+    deliverer.start()
+    housekeeping.start()
+    log.info(
+        "dispatcher.started",
+        extra={"action": "dispatcher.started", "owner": owner, "workers": settings.workers},
+    )
+    try:
+        yield
+    finally:
+        # Order matters: stop taking jobs first (a finishing job creates
+        # deliveries), then deliveries, then upkeep, and close the store last.
+        await pool.stop(settings.shutdown_grace)
+        await deliverer.stop(settings.shutdown_grace)
+        await housekeeping.stop()
+        await session.close()
+        await store.close()
+        log.info("dispatcher.stopped", extra={"action": "dispatcher.stopped"})
+
+
+async def _bootstrap(store: Store, bootstrap: str | None, announce: Announce | None) -> None:
+    """Make sure the admin tenant exists; mint a first admin key on an empty database."""
+    await store.ensure_tenant(ADMIN_TENANT, generate_secret(), now())
+    if bootstrap is None and await store.count_keys() == 0:
+        key, record = new_key(ADMIN_TENANT, admin=True)
+        await store.create_key(record, generate_secret())
+        if announce is not None:
+            announce(key)

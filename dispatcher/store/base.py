@@ -1,0 +1,145 @@
+"""The Store interface: the only code that touches the database implements it.
+
+Everything above the store (worker, deliverer, API) depends on this class,
+never on a database driver, so a PostgreSQL store can stand in for SQLite.
+Writes that the API acknowledges are committed before the call returns.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from dispatcher.store.records import (
+    ApiKey,
+    AttemptRecord,
+    Delivery,
+    DeliveryFilter,
+    DueDelivery,
+    Job,
+    JobFilter,
+    NewJob,
+    Outcome,
+    Page,
+    SigningSecrets,
+)
+
+
+class Store(ABC):
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+
+    # Tenants and keys
+
+    @abstractmethod
+    async def create_key(self, key: ApiKey, tenant_secret: str) -> SigningSecrets:
+        """Store a key; create its tenant with `tenant_secret` if the tenant is new."""
+
+    @abstractmethod
+    async def ensure_tenant(self, tenant: str, secret: str, now: float) -> None: ...
+
+    @abstractmethod
+    async def find_key(self, prefix: str) -> ApiKey | None: ...
+
+    @abstractmethod
+    async def list_keys(self, limit: int, before: str | None) -> Page: ...
+
+    @abstractmethod
+    async def revoke_key(self, prefix: str) -> bool: ...
+
+    @abstractmethod
+    async def touch_key(self, prefix: str, at: float) -> None: ...
+
+    @abstractmethod
+    async def count_keys(self) -> int: ...
+
+    @abstractmethod
+    async def tenant_secrets(self, tenant: str) -> SigningSecrets | None: ...
+
+    @abstractmethod
+    async def rotate_tenant_secret(
+        self, tenant: str, new_secret: str, grace_until: float
+    ) -> SigningSecrets: ...
+
+    # Jobs
+
+    @abstractmethod
+    async def submit_job(self, job: NewJob, max_queue: int) -> tuple[Job, bool]:
+        """Insert a job; answer (job, True) once committed.
+
+        With an idempotency key already used by the tenant: (first job, False),
+        or Conflict if the request differs. QueueFull past `max_queue`.
+        """
+
+    @abstractmethod
+    async def get_job(self, job_id: str, tenant: str | None) -> Job | None: ...
+
+    @abstractmethod
+    async def list_jobs(self, where: JobFilter) -> Page: ...
+
+    @abstractmethod
+    async def claim_jobs(self, owner: str, limit: int, now: float, lease: float) -> list[Job]:
+        """Take due queued jobs, and running jobs whose lease ran out, as `running`."""
+
+    @abstractmethod
+    async def renew_leases(self, owner: str, until: float) -> None:
+        """Extend every lease `owner` holds, on jobs and deliveries alike."""
+
+    @abstractmethod
+    async def finish_job(self, job_id: str, owner: str | None, outcome: Outcome) -> Job | None:
+        """Write how a job ended and create its deliveries, in one transaction.
+
+        `owner` None finishes a job that is still queued (cancel, deadline);
+        otherwise only the lease holder may. None when the guard fails.
+        """
+
+    @abstractmethod
+    async def requeue_job(self, job_id: str, owner: str, run_at: float) -> None: ...
+
+    @abstractmethod
+    async def release_jobs(self, owner: str, job_ids: list[str]) -> None:
+        """Give running jobs back to the queue (graceful shutdown)."""
+
+    @abstractmethod
+    async def expired_deadlines(self, now: float, limit: int) -> list[Job]: ...
+
+    # Deliveries
+
+    @abstractmethod
+    async def claim_deliveries(
+        self, owner: str, limit: int, now: float, lease: float
+    ) -> list[DueDelivery]: ...
+
+    @abstractmethod
+    async def record_attempt(self, record: AttemptRecord) -> None:
+        """Write an attempt and the delivery state it leaves, releasing the lease."""
+
+    @abstractmethod
+    async def release_deliveries(self, owner: str, delivery_ids: list[str]) -> None: ...
+
+    @abstractmethod
+    async def get_delivery(self, delivery_id: str, tenant: str | None) -> Delivery | None: ...
+
+    @abstractmethod
+    async def list_deliveries(self, where: DeliveryFilter) -> Page: ...
+
+    @abstractmethod
+    async def replay_delivery(
+        self, delivery_id: str, tenant: str | None, by: str, now: float
+    ) -> Delivery:
+        """Send a finished delivery again (NotFound, or Conflict while pending)."""
+
+    @abstractmethod
+    async def replay_deliveries(
+        self, where: DeliveryFilter, by: str, now: float, dry_run: bool
+    ) -> int: ...
+
+    @abstractmethod
+    async def purge(self, finished_before: float) -> int:
+        """Delete finished jobs (with deliveries and attempts) older than the cutoff."""

@@ -1,0 +1,90 @@
+"""SQLite schema, as numbered migrations applied in order and recorded."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: tenants, keys, jobs, deliveries, attempts
+    """
+    CREATE TABLE tenants (
+        name TEXT PRIMARY KEY,
+        secret TEXT NOT NULL,
+        previous_secret TEXT,
+        previous_until REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE api_keys (
+        prefix TEXT PRIMARY KEY,
+        key_hash TEXT NOT NULL,
+        tenant TEXT NOT NULL REFERENCES tenants(name),
+        admin INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        last_used_at REAL
+    );
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        callback_url TEXT,
+        endpoint_id TEXT,
+        notify TEXT,
+        metadata TEXT,
+        deadline REAL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        retries INTEGER NOT NULL DEFAULT 0,
+        run_at REAL NOT NULL,
+        lease_owner TEXT,
+        lease_until REAL,
+        idempotency_key TEXT,
+        request_hash TEXT,
+        event_body BLOB
+    );
+    CREATE INDEX jobs_queued ON jobs (run_at) WHERE status = 'queued';
+    CREATE INDEX jobs_running ON jobs (lease_until) WHERE status = 'running';
+    CREATE INDEX jobs_deadline ON jobs (deadline) WHERE status = 'queued' AND deadline IS NOT NULL;
+    CREATE UNIQUE INDEX jobs_idempotency ON jobs (tenant, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX jobs_tenant ON jobs (tenant, id);
+    CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+    CREATE TABLE deliveries (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        channel TEXT NOT NULL,
+        target TEXT NOT NULL,
+        endpoint_id TEXT,
+        event_type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempt_count INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        last_status_code INTEGER,
+        last_error TEXT,
+        created_at REAL NOT NULL,
+        schedule_start INTEGER NOT NULL DEFAULT 0,
+        trigger TEXT NOT NULL DEFAULT 'scheduled',
+        triggered_by TEXT,
+        lease_owner TEXT,
+        lease_until REAL
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX deliveries_job ON deliveries (job_id);
+    CREATE INDEX deliveries_tenant ON deliveries (tenant, id);
+    CREATE TABLE attempts (
+        delivery_id TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        status_code INTEGER,
+        error TEXT,
+        response_body TEXT,
+        trigger TEXT NOT NULL,
+        by TEXT,
+        PRIMARY KEY (delivery_id, number)
+    ) WITHOUT ROWID;
+    """,
+)

@@ -1,0 +1,136 @@
+"""The SQLite store's statements, named, in one place."""
+
+ENSURE_TENANT = "INSERT OR IGNORE INTO tenants (name, secret, created_at) VALUES (?, ?, ?)"
+
+INSERT_KEY = """
+INSERT INTO api_keys (prefix, key_hash, tenant, admin, created_at) VALUES (?, ?, ?, ?, ?)
+"""
+
+LIST_KEYS = "SELECT rowid, * FROM api_keys {where} ORDER BY rowid DESC LIMIT ?"
+
+TENANT_SECRETS = "SELECT secret, previous_secret, previous_until FROM tenants WHERE name = ?"
+
+ROTATE_TENANT_SECRET = """
+UPDATE tenants SET previous_secret = secret, previous_until = ?2, secret = ?1 WHERE name = ?3
+"""
+
+FIND_IDEMPOTENT = "SELECT id, request_hash FROM jobs WHERE tenant = ? AND idempotency_key = ?"
+
+COUNT_QUEUED = "SELECT count(*) FROM jobs WHERE status = 'queued'"
+
+INSERT_JOB = """
+INSERT INTO jobs (id, tenant, type, status, payload, callback_url, endpoint_id, notify,
+                  metadata, deadline, created_at, run_at, idempotency_key, request_hash)
+VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+GET_JOB = "SELECT * FROM jobs WHERE id = ? AND (? IS NULL OR tenant = ?)"
+
+JOB_DELIVERIES = "SELECT * FROM deliveries WHERE job_id = ? ORDER BY id"
+
+# A job whose lease ran out belongs to a process that died: run it again.
+CLAIM_EXPIRED_JOBS = """
+UPDATE jobs SET lease_owner = ?1, lease_until = ?2, started_at = ?3
+WHERE id IN (SELECT id FROM jobs WHERE status = 'running' AND lease_until < ?3 LIMIT ?4)
+RETURNING *
+"""
+
+CLAIM_QUEUED_JOBS = """
+UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until = ?2, started_at = ?3
+WHERE id IN (
+    SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ?4 ORDER BY run_at LIMIT ?5
+)
+RETURNING *
+"""
+
+RENEW_JOB_LEASES = "UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND status = 'running'"
+
+RENEW_DELIVERY_LEASES = """
+UPDATE deliveries SET lease_until = ? WHERE lease_owner = ? AND status = 'pending'
+"""
+
+_FINISH = """
+UPDATE jobs SET status = ?1, result = ?2, error = ?3, finished_at = ?4, event_body = ?5,
+                lease_owner = NULL, lease_until = NULL
+WHERE id = ?6 AND {guard}
+RETURNING *
+"""
+FINISH_RUNNING_JOB = _FINISH.format(guard="status = 'running' AND lease_owner = ?7")
+FINISH_QUEUED_JOB = _FINISH.format(guard="status = 'queued'")
+
+REQUEUE_JOB = """
+UPDATE jobs SET status = 'queued', run_at = ?, retries = retries + 1,
+                lease_owner = NULL, lease_until = NULL
+WHERE id = ? AND lease_owner = ? AND status = 'running'
+"""
+
+RELEASE_JOB = """
+UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_until = NULL
+WHERE id = ? AND lease_owner = ? AND status = 'running'
+"""
+
+EXPIRED_DEADLINES = """
+SELECT * FROM jobs WHERE status = 'queued' AND deadline IS NOT NULL AND deadline < ? LIMIT ?
+"""
+
+INSERT_DELIVERY = """
+INSERT INTO deliveries (id, tenant, job_id, channel, target, endpoint_id, event_type, status,
+                        next_attempt_at, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)
+"""
+
+CLAIM_DELIVERIES = """
+UPDATE deliveries SET lease_owner = ?1, lease_until = ?2
+WHERE id IN (
+    SELECT id FROM deliveries
+    WHERE status = 'pending' AND next_attempt_at <= ?3
+      AND (lease_until IS NULL OR lease_until < ?4)
+    ORDER BY next_attempt_at LIMIT ?5
+)
+RETURNING *
+"""
+
+# The number is taken from the row, so two processes that both tried a
+# delivery (its lease ran out mid-attempt) still number their attempts apart.
+INSERT_ATTEMPT = """
+INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,
+                      response_body, trigger, by)
+SELECT ?, attempt_count + 1, ?, ?, ?, ?, ?, ?, ? FROM deliveries WHERE id = ?
+"""
+
+UPDATE_AFTER_ATTEMPT = """
+UPDATE deliveries SET status = ?, next_attempt_at = ?, attempt_count = attempt_count + 1,
+                      last_status_code = ?, last_error = ?, trigger = 'scheduled',
+                      triggered_by = NULL, lease_owner = NULL, lease_until = NULL
+WHERE id = ?
+"""
+
+RELEASE_DELIVERY = """
+UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?
+"""
+
+GET_DELIVERY = "SELECT * FROM deliveries WHERE id = ? AND (? IS NULL OR tenant = ?)"
+
+ATTEMPTS = "SELECT * FROM attempts WHERE delivery_id = ? ORDER BY number"
+
+_REPLAY_SET = """
+UPDATE deliveries SET status = 'pending', next_attempt_at = ?, schedule_start = attempt_count,
+                      trigger = 'manual', triggered_by = ?, lease_owner = NULL, lease_until = NULL
+"""
+
+REPLAY_ONE = (
+    _REPLAY_SET + "WHERE id = ? AND (? IS NULL OR tenant = ?) AND status != 'pending' RETURNING *"
+)
+
+REPLAY_MANY = _REPLAY_SET + "WHERE status != 'pending' AND {where}"
+
+# Jobs with a pending delivery (a replay in progress) are kept until it ends.
+PURGE_JOBS = """
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries WHERE job_id = jobs.id AND status = 'pending'
+      )
+    LIMIT 1000
+)
+"""
