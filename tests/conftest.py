@@ -42,7 +42,7 @@ def test_settings(tmp_path: Any, **overrides: Any) -> Settings:
         "poll_interval": 0.05,
         "delivery_timeout": 5,
         "workers": 4,
-        "shutdown_grace": 2,
+        "shutdown_grace": 0.5,
     }
     values.update(overrides)
     return Settings(**values)

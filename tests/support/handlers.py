@@ -1,0 +1,40 @@
+"""Handlers that tests load through DISPATCHER_HANDLERS."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+from dispatcher import Retry, handler
+
+runs: Counter[str] = Counter()
+thread_names: list[str] = []
+
+
+@handler("flaky", retries=2)
+async def flaky(payload: dict) -> dict:
+    """Asks to be retried until it has run `succeed_on` times."""
+    runs[payload["name"]] += 1
+    if runs[payload["name"]] < payload["succeed_on"]:
+        raise Retry(after=0.05)
+    return {"runs": runs[payload["name"]]}
+
+
+@handler("blocking")
+def blocking(payload: dict) -> dict:
+    thread_names.append(threading.current_thread().name)
+    time.sleep(payload["seconds"])
+    return {"slept": payload["seconds"]}
+
+
+@handler("too_slow", timeout=0.2)
+async def too_slow(payload: dict) -> None:
+    import asyncio
+
+    await asyncio.sleep(30)
+
+
+@handler("not_json")
+async def not_json(payload: dict) -> object:
+    return object()
