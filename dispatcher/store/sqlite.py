@@ -184,21 +184,20 @@ class SQLiteStore(Store):
     async def submit_job(self, job: NewJob, max_queue: int) -> tuple[Job, bool]:
         async def op(batch: Batch) -> str | None:
             if job.idempotency_key is not None:
-                rows = await batch.db.execute_fetchall(
-                    sql.FIND_IDEMPOTENT, (job.tenant, job.idempotency_key)
-                )
-                for row in rows:
-                    if row["request_hash"] != job.request_hash:
+                first = await _first_with_key(batch, job.tenant, job.idempotency_key)
+                if first is not None:
+                    if first[1] != job.request_hash:
                         raise Conflict(
                             "this Idempotency-Key was already used with a different request"
                         )
-                    return str(row["id"])
+                    return first[0]
+                batch.idempotency[job.tenant, job.idempotency_key] = (job.id, job.request_hash)
             if batch.queued_jobs is None:
                 rows = await batch.db.execute_fetchall(sql.COUNT_QUEUED)
                 batch.queued_jobs = int(next(iter(rows))[0])
             if batch.queued_jobs >= max_queue:
                 raise QueueFull(f"{batch.queued_jobs} jobs are queued; the limit is {max_queue}")
-            await batch.db.execute(sql.INSERT_JOB, _job_params(job))
+            batch.defer(sql.INSERT_JOB, _job_params(job))
             batch.queued_jobs += 1
             return None
 
@@ -285,23 +284,9 @@ class SQLiteStore(Store):
             if not rows:
                 return None
             job = Job.from_row(rows[0])
-            await batch.db.executemany(
-                sql.INSERT_DELIVERY,
-                [
-                    (
-                        d.id,
-                        job.tenant,
-                        job.id,
-                        str(d.channel),
-                        d.target,
-                        d.endpoint_id,
-                        d.event_type,
-                        now,
-                        now,
-                    )
-                    for d in outcome.deliveries
-                ],
-            )
+            for d in outcome.deliveries:
+                params = (d.id, job.tenant, job.id, str(d.channel), d.target, d.endpoint_id)
+                batch.defer(sql.INSERT_DELIVERY, (*params, d.event_type, now, now))
             summaries = tuple(
                 DeliverySummary(d.id, str(d.channel), d.target, DeliveryStatus.PENDING, 0)
                 for d in outcome.deliveries
@@ -455,6 +440,16 @@ class SQLiteStore(Store):
             return cursor.rowcount
 
         return int(await self._write(op))
+
+
+async def _first_with_key(batch: Batch, tenant: str, key: str) -> tuple[str, str | None] | None:
+    """The job that took an idempotency key first: in this batch, or committed before."""
+    if (tenant, key) in batch.idempotency:
+        return batch.idempotency[tenant, key]
+    rows = await batch.db.execute_fetchall(sql.FIND_IDEMPOTENT, (tenant, key))
+    for row in rows:
+        return str(row["id"]), row["request_hash"]
+    return None
 
 
 def _job_params(job: NewJob) -> tuple[Any, ...]:

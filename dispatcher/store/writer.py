@@ -5,7 +5,13 @@ second with a real fsync, but ~100,000 rows a second when a hundred share a
 commit. So every write goes through one queue: the writer takes whatever has
 piled up while the previous commit was running, runs each caller's operation
 inside a savepoint of one transaction, commits once, and only then answers
-each caller. An operation that raises is rolled back alone; the others commit.
+each caller.
+
+Savepoints per operation would cost two more round trips to the database
+thread each, so the rule is instead: an operation may decline (raise a
+DispatcherError such as Conflict or QueueFull) only before it writes. Any
+other error rolls the whole batch back, and each operation is then retried
+in a transaction of its own, so only the culprit fails.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiosqlite
+
+from dispatcher.errors import DispatcherError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,22 @@ class Batch:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
         self.queued_jobs: int | None = None
+        # Idempotency keys taken by jobs earlier in this batch, not yet inserted.
+        self.idempotency: dict[tuple[str, str], tuple[str, str | None]] = {}
+        self._deferred: dict[str, list[tuple[Any, ...]]] = {}
+
+    def defer(self, statement: str, params: tuple[Any, ...]) -> None:
+        """Run `statement` with the others like it in one executemany before the commit.
+
+        Each statement is a round trip to the database thread; deferring
+        makes a batch of a thousand inserts cost one.
+        """
+        self._deferred.setdefault(statement, []).append(params)
+
+    async def flush(self) -> None:
+        for statement, rows in self._deferred.items():
+            await self.db.executemany(statement, rows)
+        self._deferred.clear()
 
 
 Operation = Callable[[Batch], Awaitable[Any]]
@@ -76,51 +100,41 @@ class GroupWriter:
             await self._commit(batch)
 
     async def _commit(self, batch: list[tuple[Operation, asyncio.Future[Any]]]) -> None:
-        db = self._db
-        context = Batch(db)
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        # A lone operation needs no savepoint: rolling back the transaction is the same.
-        single = len(batch) == 1
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            for operation, future in batch:
-                outcomes.append((future, *await self._apply(context, operation, single)))
-            if single and outcomes[0][2] is not None:
-                await db.execute("ROLLBACK")
-            else:
-                await db.execute("COMMIT")
+            outcomes = await self._transaction(batch)
         except Exception as exc:
-            log.exception("store.commit_failed", extra={"action": "store.commit_failed"})
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for future, value, error in outcomes:
+            if len(batch) > 1:
+                # Something broke mid-batch: run each operation in its own
+                # transaction, so only the culprit fails.
+                for item in batch:
+                    await self._commit([item])
+                return
+            log.exception("store.write_failed", extra={"action": "store.write_failed"})
+            outcomes = [exc]
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
-            if error is not None:
-                future.set_exception(error)
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
             else:
-                future.set_result(value)
+                future.set_result(outcome)
 
-    async def _apply(
-        self, context: Batch, operation: Operation, single: bool
-    ) -> tuple[Any, BaseException | None]:
-        if single:
-            try:
-                return await operation(context), None
-            except Exception as exc:
-                return None, exc
-        await context.db.execute("SAVEPOINT op")
+    async def _transaction(self, batch: list[tuple[Operation, asyncio.Future[Any]]]) -> list[Any]:
+        db = self._db
+        context = Batch(db)
+        outcomes: list[Any] = []
+        await db.execute("BEGIN IMMEDIATE")
         try:
-            value = await operation(context)
-        except Exception as exc:
-            await context.db.execute("ROLLBACK TO op")
-            await context.db.execute("RELEASE op")
-            # Counts cached for the batch may include the rolled-back rows.
-            context.queued_jobs = None
-            return None, exc
-        await context.db.execute("RELEASE op")
-        return value, None
+            for operation, _ in batch:
+                try:
+                    outcomes.append(await operation(context))
+                except DispatcherError as declined:
+                    # Allowed only before the operation wrote anything (see module doc).
+                    outcomes.append(declined)
+            await context.flush()
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+        return outcomes

@@ -1,0 +1,159 @@
+"""Tools for integration partners: a local webhook receiver and a raw-request verifier.
+
+Both check webhooks with `dispatcher.webhooks.verify`, exactly as a partner's
+own receiver would, and say in one line what they found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from dispatcher.webhooks import WebhookVerificationError, verify
+
+# A header name is an RFC 9110 token; a request line has spaces before any colon.
+_HEADER_LINE = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+:")
+_REQUEST_LINE = re.compile(rb"^[A-Z]+ \S+ HTTP/\d(\.\d)?$")
+
+
+class RawRequestError(ValueError):
+    """The text is not an HTTP request: request line, headers, blank line, body."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one webhook turned out to be."""
+
+    webhook_id: str
+    type: str
+    verified: bool
+    reason: str = ""
+
+    def line(self) -> str:
+        result = "verified" if self.verified else f"not verified ({self.reason})"
+        return f"{self.webhook_id}  {self.type}  {result}"
+
+
+def check(
+    secret: str | Sequence[str], headers: Any, body: bytes, *, tolerance: float = 300
+) -> Outcome:
+    """Verify one webhook. A secret that cannot be parsed raises ValueError."""
+    webhook_id = _one_line(headers.get("webhook-id") or "-")
+    try:
+        event = verify(secret, headers, body, tolerance=tolerance)
+    except WebhookVerificationError as exc:
+        return Outcome(webhook_id, _event_type(_loads(body)), False, str(exc))
+    return Outcome(webhook_id, _event_type(event), True)
+
+
+def check_secret(secret: str | Sequence[str]) -> None:
+    """Raise ValueError now for a secret `verify` could not use, not at the first webhook."""
+    # The secret is parsed first; then only the (absent) headers can be wrong.
+    with contextlib.suppress(WebhookVerificationError):
+        verify(secret, {}, b"")
+
+
+def receiver_app(
+    secret: str | Sequence[str], report: Callable[[Outcome], None], *, tolerance: float = 300
+) -> web.Application:
+    """An app that answers 200 to a verified webhook on any path and 401 to anything else."""
+    check_secret(secret)
+
+    async def receive(request: web.Request) -> web.Response:
+        outcome = check(secret, request.headers, await request.read(), tolerance=tolerance)
+        report(outcome)
+        if outcome.verified:
+            return web.json_response({"received": outcome.webhook_id})
+        problem = {
+            "type": "about:blank",
+            "title": "Unauthorized",
+            "status": 401,
+            "detail": outcome.reason,
+        }
+        return web.json_response(problem, status=401, content_type="application/problem+json")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", receive)
+    return app
+
+
+def parse_request(raw: bytes) -> tuple[dict[str, str], bytes]:
+    """The headers (names lower-cased, the first of repeats) and the body of a raw request."""
+    head, body = _split_head(raw)
+    lines = head.splitlines()
+    if lines and not _HEADER_LINE.match(lines[0]):
+        if not _REQUEST_LINE.match(lines[0].strip()):
+            raise RawRequestError("the first line is not an HTTP request line")
+        lines = lines[1:]
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not _HEADER_LINE.match(line):
+            raise RawRequestError(f"not a header line: {_one_line(line.decode(errors='replace'))}")
+        headers.setdefault(name.decode().lower(), value.decode("latin-1").strip())
+    return headers, _framed_body(headers, body)
+
+
+def _split_head(raw: bytes) -> tuple[bytes, bytes]:
+    raw = raw.lstrip(b"\r\n")
+    ends = [(raw.find(sep), sep) for sep in (b"\r\n\r\n", b"\n\n") if raw.find(sep) >= 0]
+    if not raw:
+        raise RawRequestError("no request on stdin")
+    if not ends:
+        raise RawRequestError("no blank line between the headers and the body")
+    index, sep = min(ends)
+    return raw[:index], raw[index + len(sep) :]
+
+
+def _framed_body(headers: dict[str, str], body: bytes) -> bytes:
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return _dechunk(body)
+    length = headers.get("content-length")
+    if length is None:
+        return body
+    if not length.isdigit():
+        raise RawRequestError("the Content-Length header is not a number")
+    if len(body) < int(length):
+        raise RawRequestError(f"the body is shorter than Content-Length ({len(body)} < {length})")
+    # Editors add a final newline that the sender never signed.
+    return body[: int(length)]
+
+
+def _dechunk(body: bytes) -> bytes:
+    out, rest = bytearray(), body
+    while True:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";")[0].strip(), 16)
+        except ValueError:
+            raise RawRequestError("malformed chunked body") from None
+        if not sep or len(rest) < size:
+            raise RawRequestError("the chunked body is cut short")
+        if size == 0:
+            return bytes(out)
+        out += rest[:size]
+        rest = rest[size:].removeprefix(b"\r\n")
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _event_type(event: Any) -> str:
+    kind = event.get("type") if isinstance(event, dict) else None
+    return _one_line(kind) if isinstance(kind, str) and kind else "-"
+
+
+def _one_line(text: str) -> str:
+    # What a sender puts in a header ends up on a terminal: no escapes, no line breaks.
+    printable = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(printable.split())[:200] or "-"
