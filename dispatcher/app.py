@@ -12,7 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from dispatcher import __version__
-from dispatcher.api import deliveries, jobs, keys, service
+from dispatcher.api import deliveries, jobs, keys, service, stream
 from dispatcher.api.authn import auth_middleware
 from dispatcher.api.context import SERVICES, Services
 from dispatcher.api.problems import problem_middleware
@@ -27,6 +27,7 @@ from dispatcher.housekeeping import Housekeeping
 from dispatcher.ids import now
 from dispatcher.settings import Settings
 from dispatcher.store.base import Store
+from dispatcher.store.records import Channel, Delivery
 from dispatcher.store.sqlite import SQLiteStore
 from dispatcher.webhooks import generate_secret
 from dispatcher.worker import WorkerPool
@@ -50,7 +51,7 @@ def create_app(settings: Settings, *, announce: Announce | None = None) -> web.A
         middlewares=[problem_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
-    for module in (service, keys, jobs, deliveries):
+    for module in (service, keys, jobs, deliveries, stream):
         app.add_routes(module.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -74,9 +75,15 @@ async def _run_parts(
     )
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     hub = EventHub()
+
+    async def tenant_secrets(delivery: Delivery) -> list[str]:
+        found = await store.tenant_secrets(delivery.tenant)
+        return found.active(now()) if found else []
+
+    senders = {Channel.WEBHOOK: WebhookSender(session, settings.delivery_timeout, tenant_secrets)}
     deliverer = Deliverer(
         store,
-        WebhookSender(session, settings.delivery_timeout),
+        senders,
         RetryPolicy(settings.retry_schedule),
         owner=owner,
         concurrency=settings.delivery_concurrency,

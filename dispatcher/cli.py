@@ -282,7 +282,7 @@ def _describe(delivery: dict[str, Any]) -> list[str]:
         ("last error", "last_error"),
         ("created", "created_at"),
     )
-    lines = [f"{label:<13}{_cell(delivery.get(name))}" for label, name in fields]
+    lines = [f"{label:<14}{_cell(delivery.get(name))}" for label, name in fields]
     for attempt in delivery.get("attempts") or []:
         lines += ["", *_describe_attempt(attempt)]
     return lines

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 
+from dispatcher.delivery.channel import Sender
 from dispatcher.delivery.policy import AttemptResult, RetryPolicy
-from dispatcher.delivery.webhook import WebhookSender
 from dispatcher.ids import now
 from dispatcher.store.base import Store
 from dispatcher.store.records import (
@@ -30,7 +31,7 @@ class Deliverer:
     def __init__(
         self,
         store: Store,
-        webhook: WebhookSender,
+        senders: Mapping[Channel, Sender],
         policy: RetryPolicy,
         *,
         owner: str,
@@ -39,7 +40,7 @@ class Deliverer:
         poll_interval: float,
     ) -> None:
         self._store = store
-        self._webhook = webhook
+        self._senders = senders
         self._policy = policy
         self._owner = owner
         self._concurrency = concurrency
@@ -158,10 +159,9 @@ class Deliverer:
         )
 
     async def _send(self, due: DueDelivery) -> AttemptResult:
-        delivery = due.delivery
-        if delivery.channel is Channel.WEBHOOK:
-            secrets = await self._store.tenant_secrets(delivery.tenant)
-            if secrets is None:
-                return AttemptResult(ok=False, error="the tenant has no signing secret")
-            return await self._webhook.send(due, secrets.active(now()))
-        return AttemptResult(ok=False, error=f"channel {delivery.channel} is not configured")
+        sender = self._senders.get(due.delivery.channel)
+        if sender is None:
+            return AttemptResult(
+                ok=False, error=f"channel {due.delivery.channel} is not configured"
+            )
+        return await sender.send(due)

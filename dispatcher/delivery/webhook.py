@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
 from dispatcher import __version__
 from dispatcher.delivery.policy import AttemptResult
-from dispatcher.store.records import DueDelivery
+from dispatcher.store.records import Delivery, DueDelivery
 from dispatcher.webhooks import sign
 
 MAX_RESPONSE_BYTES = 4096
@@ -43,14 +44,23 @@ async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+SecretsFor = Callable[[Delivery], Awaitable[list[str]]]
+
+
 class WebhookSender:
-    def __init__(self, session: aiohttp.ClientSession, timeout: float) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, timeout: float, secrets_for: SecretsFor
+    ) -> None:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._timeout_seconds = timeout
+        self._secrets_for = secrets_for
 
-    async def send(self, due: DueDelivery, secrets: list[str]) -> AttemptResult:
+    async def send(self, due: DueDelivery) -> AttemptResult:
         delivery = due.delivery
+        secrets = await self._secrets_for(delivery)
+        if not secrets:
+            return AttemptResult(ok=False, error="no signing secret for this delivery")
         headers = {
             "content-type": "application/json",
             "user-agent": f"dispatcher/{__version__}",
