@@ -212,6 +212,8 @@ def listen(args: argparse.Namespace) -> int:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
+        # Listening before the banner: a sender who reads it is queued, never refused.
+        sock.listen(128)
     except OSError as exc:
         sock.close()
         raise Failure(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc

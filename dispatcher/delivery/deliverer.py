@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 
 from dispatcher.delivery.channel import Sender
+from dispatcher.delivery.plan import callback_failed
 from dispatcher.delivery.policy import AttemptResult, RetryPolicy
 from dispatcher.ids import now
 from dispatcher.store.base import Store
@@ -21,6 +22,7 @@ from dispatcher.store.records import (
     Attempt,
     AttemptRecord,
     Channel,
+    DeliveryStatus,
     DueDelivery,
 )
 
@@ -122,10 +124,35 @@ class Deliverer:
                 extra={"action": "delivery.send_crashed", "delivery_id": delivery.id},
             )
             result = AttemptResult(ok=False, error=f"internal error: {type(exc).__name__}")
-        duration_ms = int((time.monotonic() - clock) * 1000)
+        record = self._record(due, result, started, int((time.monotonic() - clock) * 1000))
+        try:
+            # Shielded: shutdown must not lose the record of an attempt that was made.
+            await asyncio.shield(self._store.record_attempt(record))
+        finally:
+            self._in_flight.pop(delivery.id, None)
+            self._wakeup.set()
+        upcoming = record.next_attempt_at
+        if upcoming is not None and (self._next_due is None or upcoming < self._next_due):
+            self._next_due = upcoming
+        log.info(
+            "delivery.attempted",
+            extra={
+                "action": "delivery.attempted",
+                "delivery_id": delivery.id,
+                "status_code": result.status_code,
+                "outcome": str(record.status),
+            },
+        )
+
+    def _record(
+        self, due: DueDelivery, result: AttemptResult, started: float, duration_ms: int
+    ) -> AttemptRecord:
+        """The attempt, the state it leaves the delivery in, and what it sets off."""
+        delivery = due.delivery
         number_in_schedule = delivery.attempt_count + 1 - delivery.schedule_start
         decision = self._policy.decide(result, number_in_schedule, now(), due.deadline)
-        record = AttemptRecord(
+        failed_for_good = decision.status is DeliveryStatus.FAILED
+        return AttemptRecord(
             delivery_id=delivery.id,
             attempt=Attempt(
                 number=delivery.attempt_count + 1,
@@ -139,23 +166,7 @@ class Deliverer:
             ),
             status=decision.status,
             next_attempt_at=decision.next_attempt_at,
-        )
-        try:
-            await asyncio.shield(self._store.record_attempt(record))
-        finally:
-            self._in_flight.pop(delivery.id, None)
-            self._wakeup.set()
-        upcoming = decision.next_attempt_at
-        if upcoming is not None and (self._next_due is None or upcoming < self._next_due):
-            self._next_due = upcoming
-        log.info(
-            "delivery.attempted",
-            extra={
-                "action": "delivery.attempted",
-                "delivery_id": delivery.id,
-                "status_code": result.status_code,
-                "outcome": str(decision.status),
-            },
+            follow_ups=callback_failed(due, result) if failed_for_good else (),
         )
 
     async def _send(self, due: DueDelivery) -> AttemptResult:

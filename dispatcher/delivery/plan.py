@@ -6,8 +6,11 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from dispatcher.delivery.policy import AttemptResult
 from dispatcher.ids import new_id, rfc3339
-from dispatcher.store.records import Channel, Job, JobStatus, NewDelivery, Outcome
+from dispatcher.store.records import Channel, DueDelivery, Job, JobStatus, NewDelivery, Outcome
+
+CALLBACK_FAILED = "job.callback_failed"
 
 
 def finished(
@@ -26,7 +29,7 @@ def finished(
         "timestamp": rfc3339(at),
         "data": final.public(with_deliveries=False),
     }
-    encoded = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    encoded = _encode(body)
     return Outcome(
         status=status,
         finished_at=at,
@@ -43,4 +46,38 @@ def _targets(job: Job, event_type: str) -> list[NewDelivery]:
         deliveries.append(
             NewDelivery(new_id("msg"), Channel.WEBHOOK, job.callback_url, None, event_type)
         )
-    return deliveries
+    return deliveries + _notices(job.notify, event_type)
+
+
+def _notices(notify: dict[str, Any] | None, event_type: str, body: bytes | None = None):
+    """One email and/or one SMS to the job's owner, as the job asked."""
+    notices = []
+    for channel in (Channel.EMAIL, Channel.SMS):
+        target = (notify or {}).get(str(channel))
+        if target:
+            notices.append(NewDelivery(new_id("msg"), channel, target, None, event_type, body))
+    return notices
+
+
+def callback_failed(due: DueDelivery, result: AttemptResult) -> tuple[NewDelivery, ...]:
+    """Tell the job's owner that its webhook failed for good, if the job asked to be told."""
+    notify = due.notify or {}
+    if due.delivery.channel is not Channel.WEBHOOK or not notify.get("on_callback_failure"):
+        return ()
+    event = json.loads(due.body)
+    body = {
+        "type": CALLBACK_FAILED,
+        "timestamp": event["timestamp"],
+        "data": event["data"],
+        "callback": {
+            "url": due.delivery.target,
+            "delivery_id": due.delivery.id,
+            "status_code": result.status_code,
+            "error": result.error,
+        },
+    }
+    return tuple(_notices(notify, CALLBACK_FAILED, _encode(body)))
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()

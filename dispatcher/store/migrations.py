@@ -87,4 +87,9 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (delivery_id, number)
     ) WITHOUT ROWID;
     """,
+    # 2: a delivery may carry its own body (a notice that a job's callback failed
+    # is not the job's event), else it sends its job's event body.
+    """
+    ALTER TABLE deliveries ADD COLUMN body BLOB;
+    """,
 )

@@ -233,6 +233,8 @@ class DueDelivery:
     delivery: Delivery
     body: bytes
     deadline: float | None
+    # The job's notify settings: who to tell if this webhook fails for good.
+    notify: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +305,8 @@ class NewDelivery:
     target: str
     endpoint_id: str | None
     event_type: str
+    # None: send the job's event body.
+    body: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +329,8 @@ class AttemptRecord:
     attempt: Attempt
     status: DeliveryStatus
     next_attempt_at: float | None
+    # Deliveries this outcome sets off (telling the owner a callback failed for good).
+    follow_ups: tuple[NewDelivery, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -286,7 +286,7 @@ class SQLiteStore(Store):
             job = Job.from_row(rows[0])
             for d in outcome.deliveries:
                 params = (d.id, job.tenant, job.id, str(d.channel), d.target, d.endpoint_id)
-                batch.defer(sql.INSERT_DELIVERY, (*params, d.event_type, now, now))
+                batch.defer(sql.INSERT_DELIVERY, (*params, d.event_type, now, now, d.body))
             summaries = tuple(
                 DeliverySummary(d.id, str(d.channel), d.target, DeliveryStatus.PENDING, 0)
                 for d in outcome.deliveries
@@ -330,14 +330,15 @@ class SQLiteStore(Store):
         job_ids = list({row["job_id"] for row in rows})
         marks = ",".join("?" * len(job_ids))
         jobs = await self._read(
-            f"SELECT id, event_body, deadline FROM jobs WHERE id IN ({marks})", job_ids
+            f"SELECT id, event_body, deadline, notify FROM jobs WHERE id IN ({marks})", job_ids
         )
         by_id = {job["id"]: job for job in jobs}
         return [
             DueDelivery(
                 Delivery.from_row(row),
-                bytes(by_id[row["job_id"]]["event_body"]),
+                bytes(row["body"] or by_id[row["job_id"]]["event_body"]),
                 by_id[row["job_id"]]["deadline"],
+                json.loads(by_id[row["job_id"]]["notify"] or "null"),
             )
             for row in rows
         ]
@@ -346,7 +347,10 @@ class SQLiteStore(Store):
         attempt = record.attempt
 
         async def op(batch: Batch) -> None:
-            await batch.db.execute(
+            # Deferred, in this order: each attempt's number is read from the
+            # row before the update counts it. A process has at most one
+            # attempt of a delivery in flight, so no batch holds two of one.
+            batch.defer(
                 sql.INSERT_ATTEMPT,
                 (
                     record.delivery_id,
@@ -360,7 +364,7 @@ class SQLiteStore(Store):
                     record.delivery_id,
                 ),
             )
-            await batch.db.execute(
+            batch.defer(
                 sql.UPDATE_AFTER_ATTEMPT,
                 (
                     str(record.status),
@@ -370,6 +374,10 @@ class SQLiteStore(Store):
                     record.delivery_id,
                 ),
             )
+            for d in record.follow_ups:
+                at = attempt.started_at
+                params = (d.id, str(d.channel), d.target, d.event_type, at, at, d.body)
+                batch.defer(sql.INSERT_FOLLOW_UP, (*params, record.delivery_id))
 
         await self._write(op)
 

@@ -75,8 +75,15 @@ SELECT * FROM jobs WHERE status = 'queued' AND deadline IS NOT NULL AND deadline
 
 INSERT_DELIVERY = """
 INSERT INTO deliveries (id, tenant, job_id, channel, target, endpoint_id, event_type, status,
-                        next_attempt_at, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)
+                        next_attempt_at, created_at, body)
+VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)
+"""
+
+# A delivery set off by another one: same tenant and job.
+INSERT_FOLLOW_UP = """
+INSERT INTO deliveries (id, tenant, job_id, channel, target, endpoint_id, event_type, status,
+                        next_attempt_at, created_at, body)
+SELECT ?, tenant, job_id, ?, ?, NULL, ?, 'pending', ?, ?, ? FROM deliveries WHERE id = ?
 """
 
 CLAIM_DELIVERIES = """
