@@ -63,6 +63,9 @@ class GroupWriter:
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[Operation, asyncio.Future[Any]] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # Totals since start, for metrics: writes per commit is the batching factor.
+        self.commits = 0
+        self.writes = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sqlite-group-writer")
@@ -133,6 +136,8 @@ class GroupWriter:
                     outcomes.append(declined)
             await context.flush()
             await db.execute("COMMIT")
+            self.commits += 1
+            self.writes += len(batch)
         except BaseException:
             if db.in_transaction:
                 await db.execute("ROLLBACK")
