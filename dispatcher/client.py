@@ -15,6 +15,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -321,13 +322,11 @@ async def _raise_for_problem(response: aiohttp.ClientResponse) -> None:
     raise ApiError(response.status, title, detail, body)
 
 
+@dataclass(frozen=True, slots=True)
 class _Event:
-    __slots__ = ("data", "id", "name")
-
-    def __init__(self, name: str, data: str, id: str | None) -> None:
-        self.name = name
-        self.data = data
-        self.id = id
+    name: str
+    data: str
+    id: str | None
 
 
 async def _sse_events(content: aiohttp.StreamReader) -> AsyncIterator[_Event]:

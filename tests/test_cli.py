@@ -1,0 +1,269 @@
+"""The command line: commands that talk to a server run as subprocesses against a real app."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+
+from dispatcher.cli import main
+from dispatcher.webhooks import generate_secret, sign
+from tests.conftest import ADMIN_KEY
+
+BODY = json.dumps({"type": "job.succeeded", "timestamp": "2026-01-01T00:00:00Z", "data": {}})
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+async def run_cli(*args: str, url: str, key: str = ADMIN_KEY, stdin: bytes = b"") -> Result:
+    env = {**os.environ, "DISPATCHER_URL": url, "DISPATCHER_KEY": key}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dispatcher.cli",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return Result(proc.returncode or 0, out.decode(), err.decode())
+
+
+def url_of(api: Any) -> str:
+    return str(api.client.make_url(""))
+
+
+@pytest.fixture
+async def failed(make_api: Any, make_receiver: Any) -> tuple[Any, dict[str, Any]]:
+    """An app without retries and a webhook delivery that failed (500 "boom"; then 200)."""
+    api = await make_api(retry_schedule="")
+    receiver = await make_receiver((500, {}, "boom"), 200)
+    job = await api.submit(type="echo", payload={}, callback_url=receiver.url)
+    delivery = await api.settled_delivery(job["id"])
+    assert delivery["status"] == "failed", delivery
+    return api, delivery
+
+
+def raw_request(headers: dict[str, str], body: str) -> bytes:
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (
+        f"POST /hook HTTP/1.1\r\nhost: example.com\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body.encode())}\r\n{head}\r\n{body}"
+    ).encode()
+
+
+def verify_in_process(monkeypatch: Any, capsys: Any, secret: str, raw: bytes) -> Result:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
+    code = main(["verify", "--secret", secret])
+    captured = capsys.readouterr()
+    return Result(code, captured.out, captured.err)
+
+
+# keys
+
+
+async def test_keys_create_prints_a_working_key(api):
+    result = await run_cli("keys", "create", "--tenant", "acme", url=url_of(api))
+
+    assert result.code == 0, result.err
+    key = result.out.strip()
+    assert key.startswith("dk_")
+    status, _ = await api.as_key(key).call("GET", "/v1/jobs")
+    assert status == 200
+
+
+# deliveries
+
+
+async def test_deliveries_list_shows_the_failed_delivery(failed):
+    api, delivery = failed
+
+    result = await run_cli(
+        "deliveries", "list", "--status", "failed", "--since", "1h", url=url_of(api)
+    )
+
+    assert result.code == 0, result.err
+    [row] = [line for line in result.out.splitlines() if delivery["id"] in line]
+    assert row.split() == [
+        delivery["id"],
+        "failed",
+        "webhook",
+        delivery["target"],
+        "1",
+        "500",
+        delivery["created_at"],
+    ]
+
+
+async def test_deliveries_show_prints_every_attempt(failed):
+    api, delivery = failed
+
+    result = await run_cli("deliveries", "show", delivery["id"], url=url_of(api))
+
+    assert result.code == 0, result.err
+    assert delivery["id"] in result.out
+    assert re.search(r"^attempt 1 .* scheduled\s+HTTP 500", result.out, re.M), result.out
+    assert "response: boom" in result.out
+
+
+async def test_deliveries_replay_by_id(failed):
+    api, delivery = failed
+
+    result = await run_cli("deliveries", "replay", delivery["id"], url=url_of(api))
+
+    assert result.code == 0, result.err
+    assert result.out.strip() == "replayed 1 delivery"
+    settled = await api.settled_delivery(delivery["job_id"])
+    assert [a["trigger"] for a in settled["attempts"]] == ["scheduled", "manual"]
+
+
+async def test_deliveries_replay_by_status_since(failed):
+    api, delivery = failed
+
+    result = await run_cli(
+        "deliveries", "replay", "--status", "failed", "--since", "1h", url=url_of(api)
+    )
+
+    assert result.code == 0, result.err
+    assert result.out.strip() == "replayed 1 delivery"
+    settled = await api.settled_delivery(delivery["job_id"])
+    assert settled["attempt_count"] == 2
+
+
+async def test_unknown_delivery_fails_with_one_line(api):
+    missing = "msg_" + "0" * 26
+
+    result = await run_cli("deliveries", "show", missing, url=url_of(api))
+
+    assert result.code != 0
+    assert result.out == ""
+    assert result.err.count("\n") == 1
+    assert f"no delivery {missing}" in result.err
+
+
+async def test_unreachable_server_fails_with_one_line():
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        result = await run_cli("deliveries", "list", url=url)
+
+    assert result.code != 0
+    assert result.err.count("\n") == 1
+    assert "connection refused" in result.err
+
+
+# verify
+
+
+def test_verify_accepts_a_signed_request(monkeypatch, capsys):
+    secret = generate_secret()
+    headers = sign(secret, "msg_verify", int(time.time()), BODY)
+
+    result = verify_in_process(monkeypatch, capsys, secret, raw_request(headers, BODY))
+
+    assert result.code == 0, result.err
+    assert "msg_verify" in result.out
+
+
+def test_verify_rejects_a_tampered_request(monkeypatch, capsys):
+    secret = generate_secret()
+    headers = sign(secret, "msg_verify", int(time.time()), BODY)
+    tampered = BODY.replace("succeeded", "cancelled")
+
+    result = verify_in_process(monkeypatch, capsys, secret, raw_request(headers, tampered))
+
+    assert result.code != 0
+    assert result.err.count("\n") == 1
+    assert "not verified" in result.err
+
+
+# listen
+
+
+@dataclass
+class Listener:
+    url: str
+    lines: asyncio.Queue[str]
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[tuple[Listener, str]]:
+    secret = generate_secret()
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "dispatcher.cli", "listen", "--port", "0", "--secret", secret),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    lines: asyncio.Queue[str] = asyncio.Queue()
+
+    async def pump() -> None:
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            await lines.put(line.decode())
+
+    reader = asyncio.create_task(pump())
+    try:
+        assert proc.stderr is not None
+        banner = (await asyncio.wait_for(proc.stderr.readline(), 10)).decode()
+        found = re.search(r"http://127\.0\.0\.1:\d+/", banner)
+        assert found, banner
+        yield Listener(found[0], lines), secret
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+        await reader
+
+
+async def post(url: str, headers: dict[str, str]) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url + "hook", data=BODY, headers=headers) as response,
+    ):
+        return response.status
+
+
+async def test_listen_accepts_and_prints_a_signed_webhook(listener):
+    found, secret = listener
+    headers = sign(secret, "msg_listen", int(time.time()), BODY)
+
+    assert await post(found.url, headers) == 200
+
+    line = await asyncio.wait_for(found.lines.get(), 10)
+    assert "msg_listen" in line
+    assert "job.succeeded" in line
+    assert line.rstrip().endswith(" verified")
+
+
+async def test_listen_rejects_and_prints_an_unsigned_webhook(listener):
+    found, _ = listener
+    headers = {"webhook-id": "msg_unsigned", "webhook-timestamp": str(int(time.time()))}
+
+    assert await post(found.url, headers) == 401
+
+    line = await asyncio.wait_for(found.lines.get(), 10)
+    assert "msg_unsigned" in line
+    assert "job.succeeded" in line
+    assert "not verified" in line
