@@ -14,8 +14,15 @@ from datetime import UTC, datetime
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
+_last = 0
+
+
 def new_id(prefix: str) -> str:
+    global _last
     value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
+    # Strictly increasing within a process, so ids made in the same
+    # millisecond still list in the order they were made.
+    value = _last = max(value, _last + 1)
     chars = []
     for _ in range(26):
         chars.append(_ALPHABET[value & 31])

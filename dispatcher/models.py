@@ -13,7 +13,7 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
-    model_validator,
+    StrictBool,
 )
 from yarl import URL
 
@@ -50,7 +50,7 @@ class Strict(BaseModel):
 class Notify(Strict):
     email: EmailStr | None = None
     sms: Phone | None = None
-    on_callback_failure: bool = False
+    on_callback_failure: StrictBool = False
 
 
 class JobRequest(Strict):
@@ -62,16 +62,10 @@ class JobRequest(Strict):
     metadata: dict[str, Any] | None = None
     deadline: AwareDatetime | None = None
 
-    @model_validator(mode="after")
-    def _one_target(self) -> JobRequest:
-        if self.callback_url and self.endpoint_id:
-            raise ValueError("give callback_url or endpoint_id, not both")
-        return self
-
 
 class KeyRequest(Strict):
     tenant: str = Field(pattern=TENANT)
-    admin: bool = False
+    admin: StrictBool = False
 
 
 class BulkReplayRequest(Strict):
@@ -80,7 +74,7 @@ class BulkReplayRequest(Strict):
     until: AwareDatetime | None = None
     endpoint_id: str | None = None
     channel: Literal["webhook", "email", "sms"] | None = None
-    dry_run: bool = False
+    dry_run: StrictBool = False
 
 
 class ListQuery(Strict):

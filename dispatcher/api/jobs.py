@@ -25,6 +25,8 @@ def _invalid(field: str, message: str) -> Invalid:
 
 
 def _check_targets(request: JobRequest, svc: Services) -> None:
+    if request.callback_url is not None and request.endpoint_id is not None:
+        raise _invalid("endpoint_id", "give callback_url or endpoint_id, not both")
     if svc.registry.get(request.type) is None:
         raise _invalid("type", f"unknown job type {request.type!r}; known: {svc.registry.names()}")
     if request.callback_url is not None:

@@ -37,7 +37,7 @@ async def list_keys(request: web.Request) -> web.Response:
     svc = services(request)
     require_admin(principal(request))
     params = query(request, ListQuery)
-    before = decode_cursor(params.cursor, str.isdigit)
+    before = decode_cursor(params.cursor, lambda value: value.isascii() and value.isdigit())
     page = await svc.store.list_keys(params.limit, before)
     return web.json_response(page_body([k.public() for k in page.items], page.next_cursor))
 

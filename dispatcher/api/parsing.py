@@ -40,9 +40,17 @@ async def read_json(request: web.Request, max_bytes: int) -> tuple[Any, bytes]:
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes") from exc
     try:
-        return json.loads(raw), raw
+        return json.loads(raw, parse_constant=_refuse_constant), raw
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequest("the body is nested too deeply") from exc
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON does not have; stored,
+    # they would make every later answer about the job invalid JSON.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 async def body(request: web.Request, model: type[M], max_bytes: int) -> tuple[M, Any]:

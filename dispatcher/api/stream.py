@@ -1,7 +1,278 @@
-"""Job events as they happen: WebSocket and Server-Sent Events."""
+"""Job events as they happen: WebSocket and Server-Sent Events.
+
+Every stream subscribes to the hub before it reads the job, so a change made
+between the read and the subscription is not missed. A consumer that falls
+behind the hub's bounded queue is dropped (WebSocket close 1013; an SSE
+response simply ends and the client resumes with `Last-Event-ID`), never
+buffered without bound.
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing
+from enum import StrEnum
+
+from aiohttp import WSCloseCode, web
+
+from dispatcher.api.context import Services, principal, services
+from dispatcher.errors import NotFound
+from dispatcher.events import Subscription
+from dispatcher.ids import is_id
+from dispatcher.store.records import Job, JobStatus
+
+log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
+
+# WebSocket pings and SSE `: ping` comments; read at each use so tests can shrink it.
+HEARTBEAT_SECONDS = 15.0
+# How long a closing stream waits for the client to take what is already buffered
+# (the close frame included) before the connection is cut.
+CLOSE_TIMEOUT = 10.0
+LAGGING = WSCloseCode.TRY_AGAIN_LATER
+LAGGING_REASON = "too slow: events were dropped; reconnect to resume"
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    # Proxies such as nginx would otherwise hold events back in their buffers.
+    "X-Accel-Buffering": "no",
+}
+SSE_PING = b": ping\n\n"
+MAX_EVENT_ID_DIGITS = 18
+
+
+class End(StrEnum):
+    """Why a stream stops."""
+
+    FINISHED = "finished"
+    LAGGING = "lagging"
+    GONE = "gone"
+
+
+def event_id(job: Job) -> int:
+    """When the job reached its current status, in integer milliseconds.
+
+    queued → created_at, running → started_at, finished → finished_at, each made at
+    least one more than the step before, so the ids of one job strictly increase
+    even when two steps fall in the same millisecond. A job queued again after a
+    run (a `Retry`) takes the id just after that run's start.
+    """
+    at = _ms(job.created_at)
+    if job.started_at is not None:
+        at = max(_ms(job.started_at), at + 1)
+        if job.status is JobStatus.QUEUED:
+            return at + 1
+    if job.status.finished and job.finished_at is not None:
+        return max(_ms(job.finished_at), at + 2)
+    return at
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def _last_event_id(request: web.Request) -> int:
+    """The `Last-Event-ID` a reconnecting client sends; anything but an id we gave is ignored."""
+    value = request.headers.get("Last-Event-ID", "").strip()
+    if value.isascii() and value.isdigit() and len(value) <= MAX_EVENT_ID_DIGITS:
+        return int(value)
+    return 0
+
+
+async def _find_job(svc: Services, job_id: str, scope: str | None) -> Job | None:
+    return await svc.store.get_job(job_id, scope) if is_id(job_id, "job") else None
+
+
+async def _read_job(svc: Services, job_id: str, scope: str | None) -> Job:
+    job = await _find_job(svc, job_id, scope)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+async def _job_changes(
+    svc: Services, events: Subscription, job: Job, scope: str | None, after: int
+) -> AsyncIterator[Job | None]:
+    """The job now and at each change of status until it finishes; None when a heartbeat is due.
+
+    A state goes out only if its event id is past the last one sent (or `after`)
+    and its status differs: an event queued before the first read may be older
+    than what that read returned.
+    """
+    sent: JobStatus | None = None
+    while True:
+        if event_id(job) > after and job.status is not sent:
+            yield job
+            after, sent = event_id(job), job.status
+        if job.status.finished:
+            return
+        event = await events.next(within=HEARTBEAT_SECONDS)
+        if event is not None:
+            job = event
+            continue
+        yield None
+        # The hub hears only this process; a quiet spell is when a change made
+        # by another instance is caught.
+        found = await _find_job(svc, job.id, scope)
+        if found is None:
+            return
+        job = found
+
+
+async def _every_event(events: Subscription) -> AsyncIterator[Job | None]:
+    while True:
+        yield await events.next()
+
+
+@routes.get("/v1/jobs/{id}/ws")
+async def job_socket(request: web.Request) -> web.StreamResponse:
+    svc = services(request)
+    scope = principal(request).scope()
+    with svc.hub.job(request.match_info["id"]) as events:
+        # Read after subscribing, and before upgrading so a 404 is a problem answer.
+        job = await _read_job(svc, request.match_info["id"], scope)
+        ws = await _accept(request)
+        await _serve_socket(request, ws, events, _job_changes(svc, events, job, scope, 0))
+    return ws
+
+
+@routes.get("/v1/events/ws")
+async def tenant_socket(request: web.Request) -> web.StreamResponse:
+    svc = services(request)
+    with svc.hub.tenant(principal(request).scope()) as events:
+        ws = await _accept(request)
+        await _serve_socket(request, ws, events, _every_event(events))
+    return ws
+
+
+@routes.get("/v1/jobs/{id}/events")
+async def job_events(request: web.Request) -> web.StreamResponse:
+    svc = services(request)
+    scope = principal(request).scope()
+    after = _last_event_id(request)
+    with svc.hub.job(request.match_info["id"]) as events:
+        job = await _read_job(svc, request.match_info["id"], scope)
+        if job.status.finished and event_id(job) <= after:
+            # The client has the final state. 204 tells EventSource to stop
+            # reconnecting; a 200 that ends at once would have it retry forever.
+            return web.Response(status=204)
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(request)
+        await _serve_sse(request, response, events, _job_changes(svc, events, job, scope, after))
+    return response
+
+
+async def _accept(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, timeout=CLOSE_TIMEOUT)
+    await ws.prepare(request)
+    return ws
+
+
+async def _serve_socket(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    events: Subscription,
+    messages: AsyncIterator[Job | None],
+) -> None:
+    end = await _first(_lagged(events), _send_each(ws, messages), _until_client_leaves(ws))
+    code, reason = WSCloseCode.OK, ""
+    if end is End.LAGGING:
+        _log_dropped(request)
+        code, reason = LAGGING, LAGGING_REASON
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await ws.close(code=code, message=reason.encode())
+    except TimeoutError:
+        _cut(request)
+
+
+async def _serve_sse(
+    request: web.Request,
+    response: web.StreamResponse,
+    events: Subscription,
+    messages: AsyncIterator[Job | None],
+) -> None:
+    end = await _first(_lagged(events), _write_each(response, messages))
+    if end is End.LAGGING:
+        _log_dropped(request)
+    if end is End.GONE:
+        return
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await response.write_eof()
+    except TimeoutError:
+        _cut(request)
+    except ConnectionResetError:
+        pass
+
+
+async def _first(*contenders: Awaitable[End]) -> End:
+    """Run the contenders together until one ends; the first listed wins a tie."""
+    tasks = [asyncio.ensure_future(contender) for contender in contenders]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return next(task.result() for task in tasks if task in done)
+
+
+async def _lagged(events: Subscription) -> End:
+    await events.lagged()
+    return End.LAGGING
+
+
+async def _send_each(ws: web.WebSocketResponse, messages: AsyncIterator[Job | None]) -> End:
+    async with aclosing(messages):
+        try:
+            async for job in messages:
+                if job is not None:  # aiohttp's heartbeat pings a WebSocket
+                    await ws.send_json(job.public())
+        except ConnectionResetError:
+            return End.GONE
+    return End.FINISHED
+
+
+async def _until_client_leaves(ws: web.WebSocketResponse) -> End:
+    # Reading is what notices a close frame or a dropped connection; what the
+    # client sends otherwise means nothing here.
+    async for _ in ws:
+        pass
+    return End.GONE
+
+
+async def _write_each(response: web.StreamResponse, messages: AsyncIterator[Job | None]) -> End:
+    async with aclosing(messages):
+        try:
+            async for job in messages:
+                await response.write(SSE_PING if job is None else _sse_message(job))
+        except ConnectionResetError:
+            return End.GONE
+    return End.FINISHED
+
+
+def _sse_message(job: Job) -> bytes:
+    data = json.dumps(job.public())
+    return f"id: {event_id(job)}\nevent: job\ndata: {data}\n\n".encode()
+
+
+def _log_dropped(request: web.Request) -> None:
+    log.info(
+        "stream.dropped",
+        extra={
+            "action": "stream.dropped",
+            "path": request.path,
+            "job_id": request.match_info.get("id"),
+        },
+    )
+
+
+def _cut(request: web.Request) -> None:
+    """A client that will not even take the close: drop the connection and its buffer."""
+    if request.transport is not None:
+        request.transport.abort()
