@@ -17,10 +17,13 @@ from dispatcher.api.authn import auth_middleware
 from dispatcher.api.context import SERVICES, Services
 from dispatcher.api.problems import problem_middleware
 from dispatcher.auth import ADMIN_TENANT, Authenticator, new_key
+from dispatcher.delivery.channel import Sender
 from dispatcher.delivery.deliverer import Deliverer
+from dispatcher.delivery.email import EmailSender
 from dispatcher.delivery.netguard import NetworkPolicy
 from dispatcher.delivery.policy import RetryPolicy
-from dispatcher.delivery.webhook import WebhookSender
+from dispatcher.delivery.sms import SmsSender
+from dispatcher.delivery.webhook import SecretsFor, WebhookSender
 from dispatcher.events import EventHub
 from dispatcher.handlers import load_registry
 from dispatcher.housekeeping import Housekeeping
@@ -80,7 +83,9 @@ async def _run_parts(
         found = await store.tenant_secrets(delivery.tenant)
         return found.active(now()) if found else []
 
-    senders = {Channel.WEBHOOK: WebhookSender(session, settings.delivery_timeout, tenant_secrets)}
+    # The operator's own SMS gateway is trusted: its session skips the network guard.
+    gateway_session = aiohttp.ClientSession()
+    senders = _senders(settings, session, gateway_session, tenant_secrets)
     deliverer = Deliverer(
         store,
         senders,
@@ -135,8 +140,37 @@ async def _run_parts(
         await deliverer.stop(settings.shutdown_grace)
         await housekeeping.stop()
         await session.close()
+        await gateway_session.close()
         await store.close()
         log.info("dispatcher.stopped", extra={"action": "dispatcher.stopped"})
+
+
+def _senders(
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    gateway_session: aiohttp.ClientSession,
+    tenant_secrets: SecretsFor,
+) -> dict[Channel, Sender]:
+    """A sender per configured channel; an unconfigured channel's deliveries fail, recorded."""
+    timeout = settings.delivery_timeout
+    senders: dict[Channel, Sender] = {
+        Channel.WEBHOOK: WebhookSender(session, timeout, tenant_secrets)
+    }
+    if settings.smtp_url is not None:
+        senders[Channel.EMAIL] = EmailSender(
+            settings.smtp_url.get_secret_value(), settings.email_from, settings.public_url, timeout
+        )
+    sms = (settings.sms_url, settings.sms_account_sid, settings.sms_auth_token, settings.sms_from)
+    if all(sms):
+        senders[Channel.SMS] = SmsSender(
+            gateway_session,
+            settings.sms_url or "",
+            settings.sms_account_sid or "",
+            settings.sms_auth_token.get_secret_value() if settings.sms_auth_token else "",
+            settings.sms_from or "",
+            timeout,
+        )
+    return senders
 
 
 async def _bootstrap(store: Store, bootstrap: str | None, announce: Announce | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,18 +15,21 @@ from aiohttp.test_utils import TestClient
 
 from dispatcher.app import create_app
 from dispatcher.settings import Settings
+from tests.support.fakes import make_gateway, make_smtp, smtp  # noqa: F401 - fixtures
 
 ADMIN_KEY = "dk_test-admin-key-0123456789"
 LOOPBACK = "127.0.0.0/8,::1/128"
 
 
 async def wait_for(
-    condition: Callable[[], Awaitable[Any]], *, timeout: float = 10, every: float = 0.02
+    condition: Callable[[], Any], *, timeout: float = 10, every: float = 0.02
 ) -> Any:
-    """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
+    """Poll `condition` (plain or async) until it gives something truthy, or fail at `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await condition()
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
