@@ -21,12 +21,14 @@ class Subscription:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_SIZE)
         self.lagging = False
+        self._lagged = asyncio.Event()
 
     def offer(self, job: Job) -> None:
         try:
             self.queue.put_nowait(job)
         except asyncio.QueueFull:
             self.lagging = True
+            self._lagged.set()
 
     async def next(self, within: float | None = None) -> Job | None:
         try:
@@ -34,6 +36,14 @@ class Subscription:
                 return await self.queue.get()
         except TimeoutError:
             return None
+
+    async def lagged(self) -> None:
+        """Return once an event has been dropped for this subscriber.
+
+        A consumer stuck writing to a client that does not read never gets back
+        to look at `lagging`; this lets another task notice and drop it.
+        """
+        await self._lagged.wait()
 
 
 class EventHub:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import aclosing
+from collections.abc import AsyncIterator
+from contextlib import aclosing, suppress
 from enum import StrEnum
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 
@@ -128,7 +129,7 @@ async def _every_event(events: Subscription) -> AsyncIterator[Job | None]:
         yield await events.next()
 
 
-@routes.get("/v1/jobs/{id}/ws")
+@routes.get("/v1/jobs/{id}/ws", allow_head=False)
 async def job_socket(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     scope = principal(request).scope()
@@ -140,7 +141,7 @@ async def job_socket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-@routes.get("/v1/events/ws")
+@routes.get("/v1/events/ws", allow_head=False)
 async def tenant_socket(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     with svc.hub.tenant(principal(request).scope()) as events:
@@ -149,7 +150,7 @@ async def tenant_socket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-@routes.get("/v1/jobs/{id}/events")
+@routes.get("/v1/jobs/{id}/events", allow_head=False)
 async def job_events(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     scope = principal(request).scope()
@@ -178,16 +179,35 @@ async def _serve_socket(
     events: Subscription,
     messages: AsyncIterator[Job | None],
 ) -> None:
-    end = await _first(_lagged(events), _send_each(ws, messages), _until_client_leaves(ws))
+    sender = asyncio.create_task(_send_each(ws, events, messages))
+    lagged = asyncio.create_task(events.lagged())
+    reader = asyncio.create_task(_until_client_leaves(ws))
+    try:
+        end = await _settle(sender, lagged, reader)
+        if end is None and reader.done():
+            return  # the client left while nothing was being sent
+        if end in (End.LAGGING, None):
+            _log_dropped(request)
+        if end is None:
+            _cut(request)
+        else:
+            await _close_socket(ws, end)
+    finally:
+        await _cancel(sender, lagged, reader)
+        if ws.close_code == WSCloseCode.ABNORMAL_CLOSURE:
+            # aiohttp closes an abnormal connection gracefully, which waits
+            # forever on a client that does not read.
+            _cut(request)
+
+
+async def _close_socket(ws: web.WebSocketResponse, end: End) -> None:
     code, reason = WSCloseCode.OK, ""
     if end is End.LAGGING:
-        _log_dropped(request)
         code, reason = LAGGING, LAGGING_REASON
-    try:
+    # A timeout leaves the close code abnormal, and the connection is cut.
+    with suppress(TimeoutError):
         async with asyncio.timeout(CLOSE_TIMEOUT):
             await ws.close(code=code, message=reason.encode())
-    except TimeoutError:
-        _cut(request)
 
 
 async def _serve_sse(
@@ -196,41 +216,60 @@ async def _serve_sse(
     events: Subscription,
     messages: AsyncIterator[Job | None],
 ) -> None:
-    end = await _first(_lagged(events), _write_each(response, messages))
-    if end is End.LAGGING:
-        _log_dropped(request)
-    if end is End.GONE:
-        return
+    writer = asyncio.create_task(_write_each(response, events, messages))
+    lagged = asyncio.create_task(events.lagged())
     try:
-        async with asyncio.timeout(CLOSE_TIMEOUT):
-            await response.write_eof()
+        end = await _settle(writer, lagged)
+        if end in (End.LAGGING, None):
+            _log_dropped(request)
+        if end is None:
+            _cut(request)
+        elif end is not End.GONE:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await response.write_eof()
     except TimeoutError:
         _cut(request)
     except ConnectionResetError:
         pass
-
-
-async def _first(*contenders: Awaitable[End]) -> End:
-    """Run the contenders together until one ends; the first listed wins a tie."""
-    tasks = [asyncio.ensure_future(contender) for contender in contenders]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return next(task.result() for task in tasks if task in done)
+        await _cancel(writer, lagged)
 
 
-async def _lagged(events: Subscription) -> End:
-    await events.lagged()
-    return End.LAGGING
+async def _settle(
+    writer: asyncio.Task[End], lagged: asyncio.Task[None], *others: asyncio.Task[Any]
+) -> End | None:
+    """How the writer ended; None if it is still stuck behind a client that does not read.
+
+    On a lag the writer is not cancelled but given CLOSE_TIMEOUT to finish the
+    write it is blocked in, after which it sees the lag and stops by itself:
+    aiohttp shares one drain future among a connection's writers, and
+    cancelling a task waiting on it would break the closing write's wait too.
+    """
+    await asyncio.wait((writer, lagged, *others), return_when=asyncio.FIRST_COMPLETED)
+    if lagged.done() and not writer.done():
+        await asyncio.wait((writer,), timeout=CLOSE_TIMEOUT)
+    if not writer.done():
+        return None
+    # Cancelled from inside: aiohttp cancelled the drain future it was waiting on.
+    return End.GONE if writer.cancelled() else writer.result()
 
 
-async def _send_each(ws: web.WebSocketResponse, messages: AsyncIterator[Job | None]) -> End:
+async def _cancel(*tasks: asyncio.Task[Any]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _send_each(
+    ws: web.WebSocketResponse, events: Subscription, messages: AsyncIterator[Job | None]
+) -> End:
     async with aclosing(messages):
         try:
             async for job in messages:
+                if events.lagging:
+                    return End.LAGGING
+                if ws.closed:
+                    return End.GONE
                 if job is not None:  # aiohttp's heartbeat pings a WebSocket
                     await ws.send_json(job.public())
         except ConnectionResetError:
@@ -238,18 +277,21 @@ async def _send_each(ws: web.WebSocketResponse, messages: AsyncIterator[Job | No
     return End.FINISHED
 
 
-async def _until_client_leaves(ws: web.WebSocketResponse) -> End:
+async def _until_client_leaves(ws: web.WebSocketResponse) -> None:
     # Reading is what notices a close frame or a dropped connection; what the
     # client sends otherwise means nothing here.
     async for _ in ws:
         pass
-    return End.GONE
 
 
-async def _write_each(response: web.StreamResponse, messages: AsyncIterator[Job | None]) -> End:
+async def _write_each(
+    response: web.StreamResponse, events: Subscription, messages: AsyncIterator[Job | None]
+) -> End:
     async with aclosing(messages):
         try:
             async for job in messages:
+                if events.lagging:
+                    return End.LAGGING
                 await response.write(SSE_PING if job is None else _sse_message(job))
         except ConnectionResetError:
             return End.GONE
