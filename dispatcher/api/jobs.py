@@ -110,6 +110,9 @@ async def get(request: web.Request) -> web.Response:
             event = await events.next(within=left)
             if event is not None and event.status.finished:
                 job = await _get(svc, job_id, scope)
+        if not job.status.finished:
+            # Timed out: answer the state now (it may have started meanwhile).
+            job = await _get(svc, job_id, scope)
     return job_response(job)
 
 
