@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,7 +76,9 @@ async def hammer(base: str, requests: int, concurrency: int) -> tuple[float, int
 
 
 async def measure(command: list[str], env: dict[str, str], port: int, args: argparse.Namespace):
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.DEVNULL
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         await wait_ready(f"{base}/healthz" if "serve" in command else f"{base}/v1/jobs")
@@ -85,7 +86,7 @@ async def measure(command: list[str], env: dict[str, str], port: int, args: argp
         return await hammer(base, args.requests, args.concurrency)
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        await asyncio.wait_for(process.wait(), timeout=30)
 
 
 async def main() -> None:
@@ -95,8 +96,9 @@ async def main() -> None:
     args = parser.parse_args()
 
     port = free_port()
-    baseline, _ = await measure([sys.executable, "-c", BASELINE, str(port)], dict(os.environ),
-                                port, args)
+    baseline, _ = await measure(
+        [sys.executable, "-c", BASELINE, str(port)], dict(os.environ), port, args
+    )
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         env = {
