@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import aiosmtplib
 
+from dispatcher.delivery.channel import Redactor
 from dispatcher.delivery.messages import email_message, mailbox, message_id
 from dispatcher.delivery.policy import AttemptResult
 from dispatcher.store.records import DueDelivery
@@ -117,9 +118,7 @@ class EmailSender:
         self._timeout = timeout
         self._tls_context = tls_context
         password = self._server.password or ""
-        # Longest first, so that no shorter form leaves part of a longer one behind.
-        forms = {password, quote(password, safe="")} - {""}
-        self._secrets = sorted(forms, key=len, reverse=True)
+        self._redactor = Redactor(password, quote(password, safe=""))
 
     def __repr__(self) -> str:
         return f"EmailSender({self._server!r})"
@@ -149,7 +148,9 @@ class EmailSender:
             return self._failed(f"SMTP {exc.code} {exc.message}")
         except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
             return self._failed(f"{type(exc).__name__}: {exc}")
-        return AttemptResult(ok=True, response_body=self._redact(f"250 {reply}")[:MAX_REPLY_CHARS])
+        return AttemptResult(
+            ok=True, response_body=self._redactor.text(f"250 {reply}")[:MAX_REPLY_CHARS]
+        )
 
     async def _transmit(self, message: EmailMessage, recipient: str) -> str:
         server = self._server
@@ -175,13 +176,8 @@ class EmailSender:
             return self._failed("recipient refused")
         refusal = exc.recipients[0]
         permanent = 500 <= refusal.code < 600 and refusal.code not in _TEMPORARY_RCPT_CODES
-        result = self._failed(f"recipient refused: SMTP {refusal.code} {refusal.message}")
-        return AttemptResult(ok=False, error=result.error, gone=permanent)
+        error = f"recipient refused: SMTP {refusal.code} {refusal.message}"
+        return self._redactor.failed(error, gone=permanent)
 
     def _failed(self, error: str) -> AttemptResult:
-        return AttemptResult(ok=False, error=self._redact(error))
-
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._redactor.failed(error)

@@ -17,9 +17,10 @@ from urllib.parse import quote
 import aiohttp
 
 from dispatcher import __version__
+from dispatcher.delivery.channel import Redactor
 from dispatcher.delivery.messages import sms_text
 from dispatcher.delivery.policy import AttemptResult
-from dispatcher.delivery.webhook import MAX_RESPONSE_BYTES, parse_retry_after, read_at_most
+from dispatcher.delivery.webhook import MAX_RESPONSE_BYTES, http_result, read_at_most
 from dispatcher.store.records import DueDelivery
 
 
@@ -46,9 +47,7 @@ class SmsSender:
         self._timeout_seconds = timeout
         # A gateway that echoes the request must not put the token in our records.
         credentials = self._headers["authorization"].removeprefix("Basic ")
-        forms = {auth_token, quote(auth_token, safe=""), credentials} - {""}
-        self._secrets = sorted(forms, key=len, reverse=True)
-        self._slack = max(len(secret.encode()) for secret in self._secrets) if forms else 0
+        self._redactor = Redactor(auth_token, quote(auth_token, safe=""), credentials)
 
     def __repr__(self) -> str:
         return f"SmsSender({self._endpoint!r})"
@@ -69,7 +68,7 @@ class SmsSender:
                 timeout=self._timeout,
             ) as response:
                 # Read a little past the limit so that a token across it is still found.
-                body = await read_at_most(response, MAX_RESPONSE_BYTES + self._slack)
+                body = await read_at_most(response, MAX_RESPONSE_BYTES + self._redactor.slack)
                 return self._result(response.status, response.headers, body)
         except TimeoutError:
             return AttemptResult(ok=False, error=f"timed out after {self._timeout_seconds:g}s")
@@ -79,30 +78,7 @@ class SmsSender:
             return self._failed(f"{type(exc).__name__}: {exc}")
 
     def _result(self, status: int, headers: Mapping[str, str], body: bytes) -> AttemptResult:
-        for secret in self._secrets:
-            body = body.replace(secret.encode(), b"***")
-        text = body[:MAX_RESPONSE_BYTES].decode("utf-8", errors="replace")
-        if 200 <= status < 300:
-            return AttemptResult(ok=True, status_code=status, response_body=text)
-        error = f"HTTP {status}"
-        if 300 <= status < 400:
-            error += ": redirects are not followed"
-        retry_after = None
-        if status in (429, 503):
-            retry_after = parse_retry_after(headers.get("Retry-After"))
-        return AttemptResult(
-            ok=False,
-            status_code=status,
-            error=error,
-            response_body=text,
-            retry_after=retry_after,
-            gone=status == 410,
-        )
+        return http_result(status, headers, self._redactor.data(body))
 
     def _failed(self, error: str) -> AttemptResult:
-        return AttemptResult(ok=False, error=self._redact(error))
-
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._redactor.failed(error)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 
@@ -75,7 +75,7 @@ class WebhookSender:
                 timeout=self._timeout,
             ) as response:
                 body = await read_at_most(response, MAX_RESPONSE_BYTES)
-                return _result(response, body)
+                return http_result(response.status, response.headers, body)
         except TimeoutError:
             return AttemptResult(ok=False, error=f"timed out after {self._timeout_seconds:g}s")
         except aiohttp.ClientError as exc:
@@ -84,9 +84,9 @@ class WebhookSender:
             return AttemptResult(ok=False, error=f"{type(exc).__name__}: {exc}")
 
 
-def _result(response: aiohttp.ClientResponse, body: bytes) -> AttemptResult:
-    status = response.status
-    text = body.decode("utf-8", errors="replace")
+def http_result(status: int, headers: Mapping[str, str], body: bytes) -> AttemptResult:
+    """An HTTP answer as an attempt's result: 2xx succeeds, 3xx is not followed, 410 stops."""
+    text = body[:MAX_RESPONSE_BYTES].decode("utf-8", errors="replace")
     if 200 <= status < 300:
         return AttemptResult(ok=True, status_code=status, response_body=text)
     if 300 <= status < 400:
@@ -95,7 +95,7 @@ def _result(response: aiohttp.ClientResponse, body: bytes) -> AttemptResult:
         error = f"HTTP {status}"
     retry_after = None
     if status in (429, 503):
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(headers.get("Retry-After"))
     return AttemptResult(
         ok=False,
         status_code=status,
