@@ -20,16 +20,13 @@ from cryptography.x509.oid import NameOID
 
 from dispatcher.delivery.email import EmailSender, parse_smtp_url
 from dispatcher.delivery.messages import email_message
-from dispatcher.delivery.plan import finished
 from dispatcher.ids import new_id
 from dispatcher.store.records import (
     Channel,
-    Delivery,
-    DeliveryStatus,
     DueDelivery,
-    Job,
     JobStatus,
 )
+from tests.support.events import due_delivery, job_event
 from tests.support.fakes import free_port
 
 SENDER = "dispatcher@example.com"
@@ -37,35 +34,6 @@ OWNER = "owner@example.com"
 PUBLIC_URL = "https://dispatcher.example.com"
 USER, PASSWORD = "alice", "p@ss:w/rd%s3cret"
 INJECTION = "x\r\nBcc: evil@example.com"
-
-
-def job_event(
-    status: JobStatus = JobStatus.SUCCEEDED,
-    *,
-    type: str = "thumbnail",
-    result: Any = None,
-    error: dict[str, str] | None = None,
-) -> tuple[str, bytes]:
-    """A job id and the event body the worker fixes when that job finishes."""
-    job = Job(
-        id=new_id("job"),
-        tenant="acme",
-        type=type,
-        status=JobStatus.RUNNING,
-        payload={"size": 64},
-        result=None,
-        error=None,
-        callback_url="https://hooks.example.com/in",
-        endpoint_id=None,
-        notify={"email": OWNER},
-        metadata=None,
-        deadline=None,
-        created_at=1_800_000_000.0,
-        started_at=1_800_000_001.0,
-        finished_at=None,
-    )
-    outcome = finished(job, status, 1_800_000_002.0, result=result, error=error)
-    return job.id, outcome.event_body
 
 
 def callback_failed_event(job_body: bytes, webhook_id: str) -> bytes:
@@ -81,23 +49,7 @@ def callback_failed_event(job_body: bytes, webhook_id: str) -> bytes:
 
 
 def make_due(body: bytes, target: str = OWNER, delivery_id: str | None = None) -> DueDelivery:
-    event = json.loads(body)
-    delivery = Delivery(
-        id=delivery_id or new_id("msg"),
-        tenant="acme",
-        job_id=event["data"]["id"],
-        channel=Channel.EMAIL,
-        target=target,
-        endpoint_id=None,
-        event_type=event["type"],
-        status=DeliveryStatus.PENDING,
-        attempt_count=0,
-        next_attempt_at=None,
-        last_status_code=None,
-        last_error=None,
-        created_at=1_800_000_002.0,
-    )
-    return DueDelivery(delivery, body, None)
+    return due_delivery(body, Channel.EMAIL, target, delivery_id)
 
 
 def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:

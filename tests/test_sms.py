@@ -11,17 +11,14 @@ import aiohttp
 import pytest
 
 from dispatcher.delivery.messages import MAX_CALLBACK_SMS, sms_text
-from dispatcher.delivery.plan import finished
 from dispatcher.delivery.sms import SmsSender
 from dispatcher.ids import new_id
 from dispatcher.store.records import (
     Channel,
-    Delivery,
-    DeliveryStatus,
     DueDelivery,
-    Job,
     JobStatus,
 )
+from tests.support.events import due_delivery, job_event
 
 SID = "AC0123456789abcdef"
 TOKEN = "tok-s3cret-0123456789"
@@ -29,49 +26,8 @@ FROM = "+15550001111"
 TO = "+447700900123"
 
 
-def job_event(
-    status: JobStatus = JobStatus.SUCCEEDED, *, error: dict[str, str] | None = None
-) -> tuple[str, bytes]:
-    """A job id and the event body the worker fixes when that job finishes."""
-    job = Job(
-        id=new_id("job"),
-        tenant="acme",
-        type="thumbnail",
-        status=JobStatus.RUNNING,
-        payload={},
-        result=None,
-        error=None,
-        callback_url="https://hooks.example.com/in",
-        endpoint_id=None,
-        notify={"sms": TO},
-        metadata=None,
-        deadline=None,
-        created_at=1_800_000_000.0,
-        started_at=1_800_000_001.0,
-        finished_at=None,
-    )
-    outcome = finished(job, status, 1_800_000_002.0, result={"ok": True}, error=error)
-    return job.id, outcome.event_body
-
-
 def make_due(body: bytes) -> DueDelivery:
-    event = json.loads(body)
-    delivery = Delivery(
-        id=new_id("msg"),
-        tenant="acme",
-        job_id=event["data"]["id"],
-        channel=Channel.SMS,
-        target=TO,
-        endpoint_id=None,
-        event_type=event["type"],
-        status=DeliveryStatus.PENDING,
-        attempt_count=0,
-        next_attempt_at=None,
-        last_status_code=None,
-        last_error=None,
-        created_at=1_800_000_002.0,
-    )
-    return DueDelivery(delivery, body, None)
+    return due_delivery(body, Channel.SMS, TO)
 
 
 @pytest.fixture
