@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
+from dispatcher.claiming import ClaimLoop
 from dispatcher.delivery.plan import finished
 from dispatcher.events import EventHub
 from dispatcher.handlers import Registry, Retry
@@ -18,7 +19,9 @@ from dispatcher.store.records import Job, JobStatus, Outcome
 log = logging.getLogger(__name__)
 
 
-class WorkerPool:
+class WorkerPool(ClaimLoop[Job]):
+    name = "worker"
+
     def __init__(
         self,
         store: Store,
@@ -31,86 +34,37 @@ class WorkerPool:
         poll_interval: float,
         on_finished: Callable[[Job], None] = lambda job: None,
     ) -> None:
+        super().__init__(capacity=workers, poll_interval=poll_interval)
         self._store = store
         self._registry = registry
         self._hub = hub
         self._owner = owner
-        self._workers = workers
         self._lease = lease
-        self._poll_interval = poll_interval
         self._on_finished = on_finished
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._wakeup = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._claim_loop(), name="worker-claim-loop")
+    async def _claim(self, limit: int) -> list[Job]:
+        return await self._store.claim_jobs(self._owner, limit, now(), self._lease)
 
-    def wake(self) -> None:
-        """New work may be due: claim now instead of at the next poll."""
-        self._wakeup.set()
+    def _key(self, item: Job) -> str:
+        return item.id
 
-    async def stop(self, grace: float) -> None:
-        """Stop claiming; let running jobs finish for `grace` seconds, then release them.
+    async def _release(self, keys: list[str]) -> None:
+        await self._store.release_jobs(self._owner, keys)
 
-        A released job goes back to `queued` at once, so another instance (or
-        this one after a restart) runs it without waiting for the lease to expire.
-        """
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
-            self._loop_task = None
-        if self._running:
-            await asyncio.wait(list(self._running.values()), timeout=grace)
-        unfinished = list(self._running)
-        for task in self._running.values():
-            task.cancel()
-        await asyncio.gather(*self._running.values(), return_exceptions=True)
-        if unfinished:
-            await self._store.release_jobs(self._owner, unfinished)
-            log.info("worker.released", extra={"action": "worker.released", "jobs": unfinished})
-
-    @property
-    def busy(self) -> int:
-        return len(self._running)
-
-    async def _claim_loop(self) -> None:
-        while True:
-            self._wakeup.clear()
-            free = self._workers - len(self._running)
-            claimed: list[Job] = []
-            if free > 0:
-                try:
-                    claimed = await self._store.claim_jobs(self._owner, free, now(), self._lease)
-                except Exception:
-                    log.exception("worker.claim_failed", extra={"action": "worker.claim_failed"})
-            for job in claimed:
-                self._running[job.id] = asyncio.create_task(self._run(job), name=f"job:{job.id}")
-            if claimed and len(claimed) == free:
-                continue
-            try:
-                async with asyncio.timeout(self._poll_interval):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                pass
-
-    async def _run(self, job: Job) -> None:
+    async def _process(self, item: Job) -> None:
         try:
-            outcome = await self._execute(job)
+            outcome = await self._execute(item)
             if outcome is not None:
                 # Shielded: once a handler has produced a result, shutdown must
                 # not cancel the write that records it.
-                await asyncio.shield(self._finish(job, self._owner, outcome))
+                await asyncio.shield(self._finish(item, self._owner, outcome))
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception(
                 "worker.bookkeeping_failed",
-                extra={"action": "worker.bookkeeping_failed", "job_id": job.id},
+                extra={"action": "worker.bookkeeping_failed", "job_id": item.id},
             )
-        finally:
-            self._running.pop(job.id, None)
-            self._wakeup.set()
 
     async def _execute(self, job: Job) -> Outcome | None:
         """Run the handler; an Outcome to record, or None when the job was requeued."""

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Mapping
 
+from dispatcher.claiming import ClaimLoop
 from dispatcher.delivery.channel import Sender
 from dispatcher.delivery.plan import callback_failed
 from dispatcher.delivery.policy import AttemptResult, RetryPolicy
@@ -29,7 +30,9 @@ from dispatcher.store.records import (
 log = logging.getLogger(__name__)
 
 
-class Deliverer:
+class Deliverer(ClaimLoop[DueDelivery]):
+    name = "delivery"
+
     def __init__(
         self,
         store: Store,
@@ -41,67 +44,22 @@ class Deliverer:
         lease: float,
         poll_interval: float,
     ) -> None:
+        super().__init__(capacity=concurrency, poll_interval=poll_interval)
         self._store = store
         self._senders = senders
         self._policy = policy
         self._owner = owner
-        self._concurrency = concurrency
         self._lease = lease
-        self._poll_interval = poll_interval
-        self._in_flight: dict[str, asyncio.Task[None]] = {}
-        self._wakeup = asyncio.Event()
         self._next_due: float | None = None
-        self._loop_task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._claim_loop(), name="deliverer-claim-loop")
+    async def _claim(self, limit: int) -> list[DueDelivery]:
+        return await self._store.claim_deliveries(self._owner, limit, now(), self._lease)
 
-    def wake(self) -> None:
-        self._wakeup.set()
+    def _key(self, item: DueDelivery) -> str:
+        return item.delivery.id
 
-    @property
-    def busy(self) -> int:
-        return len(self._in_flight)
-
-    async def stop(self, grace: float) -> None:
-        """Stop claiming; give attempts in flight `grace` seconds, then release the rest."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
-            self._loop_task = None
-        if self._in_flight:
-            await asyncio.wait(list(self._in_flight.values()), timeout=grace)
-        unfinished = list(self._in_flight)
-        for task in self._in_flight.values():
-            task.cancel()
-        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
-        if unfinished:
-            await self._store.release_deliveries(self._owner, unfinished)
-
-    async def _claim_loop(self) -> None:
-        while True:
-            self._wakeup.clear()
-            free = self._concurrency - len(self._in_flight)
-            claimed: list[DueDelivery] = []
-            if free > 0:
-                try:
-                    claimed = await self._store.claim_deliveries(
-                        self._owner, free, now(), self._lease
-                    )
-                except Exception:
-                    log.exception(
-                        "delivery.claim_failed", extra={"action": "delivery.claim_failed"}
-                    )
-            for due in claimed:
-                task = asyncio.create_task(self._attempt(due), name=f"delivery:{due.delivery.id}")
-                self._in_flight[due.delivery.id] = task
-            if claimed and len(claimed) == free:
-                continue
-            try:
-                async with asyncio.timeout(self._sleep_for()):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                pass
+    async def _release(self, keys: list[str]) -> None:
+        await self._store.release_deliveries(self._owner, keys)
 
     def _sleep_for(self) -> float:
         """Until the next retry this process scheduled, or the poll interval."""
@@ -112,7 +70,9 @@ class Deliverer:
             self._next_due = None
         return min(delay, self._poll_interval)
 
-    async def _attempt(self, due: DueDelivery) -> None:
+    async def _process(self, item: DueDelivery) -> None:
+        """One attempt, recorded with the state it leaves the delivery in."""
+        due = item
         delivery = due.delivery
         started = now()
         clock = time.monotonic()
@@ -125,12 +85,8 @@ class Deliverer:
             )
             result = AttemptResult(ok=False, error=f"internal error: {type(exc).__name__}")
         record = self._record(due, result, started, int((time.monotonic() - clock) * 1000))
-        try:
-            # Shielded: shutdown must not lose the record of an attempt that was made.
-            await asyncio.shield(self._store.record_attempt(record))
-        finally:
-            self._in_flight.pop(delivery.id, None)
-            self._wakeup.set()
+        # Shielded: shutdown must not lose the record of an attempt that was made.
+        await asyncio.shield(self._store.record_attempt(record))
         upcoming = record.next_attempt_at
         if upcoming is not None and (self._next_due is None or upcoming < self._next_due):
             self._next_due = upcoming
