@@ -56,9 +56,11 @@ def create_app(settings: Settings, *, announce: Announce | None = None) -> web.A
     )
     for module in (service, keys, jobs, deliveries, stream):
         app.add_routes(module.routes)
+    # Made here, not at startup, so a bad database URL fails before serving.
+    store = open_store(settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        async for _ in _run_parts(app, settings, announce):
+        async for _ in _run_parts(app, settings, store, announce):
             yield
 
     app.cleanup_ctx.append(lifecycle)
@@ -66,9 +68,8 @@ def create_app(settings: Settings, *, announce: Announce | None = None) -> web.A
 
 
 async def _run_parts(
-    app: web.Application, settings: Settings, announce: Announce | None
+    app: web.Application, settings: Settings, store: Store, announce: Announce | None
 ) -> AsyncIterator[None]:
-    store = open_store(settings)
     await store.open()
     registry = load_registry(settings.handlers)
     network = NetworkPolicy(settings.allow_networks)

@@ -86,6 +86,7 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.port,
         print=None,
         shutdown_timeout=settings.shutdown_grace,
+        access_log_class=logs.AccessLogger,
     )
     return 0
 

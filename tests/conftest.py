@@ -37,7 +37,7 @@ async def wait_for(
         await asyncio.sleep(every)
 
 
-def test_settings(tmp_path: Any, **overrides: Any) -> Settings:
+def settings_for(tmp_path: Any, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": f"sqlite:///{tmp_path}/dispatcher.db",
         "admin_key": ADMIN_KEY,
@@ -108,7 +108,7 @@ class Api:
 @pytest.fixture
 def make_api(aiohttp_client: Any, tmp_path: Any) -> Callable[..., Awaitable[Api]]:
     async def make(**overrides: Any) -> Api:
-        settings = test_settings(tmp_path, **overrides)
+        settings = settings_for(tmp_path, **overrides)
         return Api(await aiohttp_client(create_app(settings)))
 
     return make
