@@ -64,7 +64,21 @@ def create_app(settings: Settings, *, announce: Announce | None = None) -> web.A
             yield
 
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(_stop_taking_work)
     return app
+
+
+async def _stop_taking_work(app: web.Application) -> None:
+    """First thing on SIGTERM, before aiohttp waits for open requests to end.
+
+    Claiming stops at once (so no job starts after the signal), and streams
+    are told to close, since a dashboard's socket would otherwise hold the
+    shutdown for aiohttp's whole timeout. Running work finishes in cleanup.
+    """
+    parts = app[SERVICES]
+    await parts.pool.stop_claiming()
+    await parts.deliverer.stop_claiming()
+    parts.hub.close()
 
 
 async def _run_parts(
@@ -93,6 +107,7 @@ async def _run_parts(
         RetryPolicy(settings.retry_schedule),
         owner=owner,
         concurrency=settings.delivery_concurrency,
+        per_host=settings.delivery_per_host,
         lease=settings.lease_seconds,
         poll_interval=settings.poll_interval,
     )
@@ -109,6 +124,7 @@ async def _run_parts(
     housekeeping = Housekeeping(
         store,
         pool,
+        deliverer,
         owner=owner,
         lease=settings.lease_seconds,
         retention_days=settings.retention_days,

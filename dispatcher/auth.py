@@ -14,6 +14,8 @@ from dispatcher.store.records import ApiKey
 KEY_PREFIX = "dk_"
 PREFIX_LENGTH = 12
 ADMIN_TENANT = "admin"
+# What the DISPATCHER_ADMIN_KEY key is called where a key prefix would be shown.
+BOOTSTRAP_LABEL = "env-admin"
 # A verified key is trusted this long before the store is asked again, so a
 # revocation reaches other instances within this time.
 CACHE_SECONDS = 5.0
@@ -60,7 +62,9 @@ class Authenticator:
 
     async def authenticate(self, token: str) -> Principal | None:
         if self._bootstrap and hmac.compare_digest(token.encode(), self._bootstrap.encode()):
-            return Principal(ADMIN_TENANT, True, token[:PREFIX_LENGTH])
+            # Not token[:12]: the operator chose this key, and a prefix of it
+            # shows in attempts ("by") that tenants can read.
+            return Principal(ADMIN_TENANT, True, BOOTSTRAP_LABEL)
         if not token.startswith(KEY_PREFIX):
             return None
         digest = hash_key(token)

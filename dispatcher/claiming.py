@@ -55,16 +55,24 @@ class ClaimLoop(ABC, Generic[T]):
     def busy(self) -> int:
         return len(self._active)
 
+    @property
+    def in_hand(self) -> list[str]:
+        """Keys of the work this process is doing now: the only leases worth renewing."""
+        return list(self._active)
+
+    async def stop_claiming(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            self._loop_task = None
+
     async def stop(self, grace: float) -> None:
         """Stop claiming; give work in hand `grace` seconds, then release the rest.
 
         Released work is due again at once, so another instance (or this one
         after a restart) takes it without waiting for the lease to run out.
         """
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
-            self._loop_task = None
+        await self.stop_claiming()
         if self._active:
             await asyncio.wait(list(self._active.values()), timeout=grace)
         unfinished = list(self._active)
@@ -92,6 +100,10 @@ class ClaimLoop(ABC, Generic[T]):
                     )
             for item in claimed:
                 key = self._key(item)
+                if key in self._active:
+                    # Its lease lapsed while we still work on it (a missed
+                    # renewal): we hold it again; do not run it twice.
+                    continue
                 self._active[key] = asyncio.create_task(
                     self._run(key, item), name=f"{self.name}:{key}"
                 )
@@ -106,6 +118,12 @@ class ClaimLoop(ABC, Generic[T]):
     async def _run(self, key: str, item: T) -> None:
         try:
             await self._process(item)
+        except Exception:
+            # Its lease is no longer renewed once it leaves our hands, so it
+            # lapses and the work is taken up again (here or elsewhere).
+            log.exception(
+                f"{self.name}.failed", extra={"action": f"{self.name}.failed", "key": key}
+            )
         finally:
             self._active.pop(key, None)
             self._wakeup.set()

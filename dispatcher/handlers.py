@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import inspect
+import threading
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +35,45 @@ class Handler:
             return await self.fn(payload)
         # A plain def may block: keep it off the event loop. On timeout the
         # thread cannot be killed; the job fails and the thread's result is dropped.
-        return await asyncio.to_thread(self.fn, payload)
+        return await _in_daemon_thread(self.fn, payload, name=f"handler:{self.name}")
+
+
+async def _in_daemon_thread(fn: Callable[[Any], Any], payload: Any, *, name: str) -> Any:
+    """Call `fn(payload)` on a new daemon thread and await its result.
+
+    Not `asyncio.to_thread`: the default executor's threads are joined at exit,
+    so a handler still sleeping after shutdown released its job would keep the
+    process alive. A daemon thread is abandoned instead (its job is already back
+    in the queue), and its late result has nowhere to go.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # cancelled: timed out, or the job was released
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
+        result, error = None, None
+        try:
+            result = context.run(fn, payload)
+        except StopIteration as exc:
+            # A future refuses it; a coroutine turns it into this RuntimeError too.
+            error = RuntimeError("handler raised StopIteration")
+            error.__cause__ = exc
+        except BaseException as exc:  # raised in the awaiting task, as to_thread does
+            error = exc
+        # The loop is gone when the thread outlives the process's shutdown.
+        with suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return await future
 
 
 class Registry:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from dispatcher.delivery.deliverer import Deliverer
 from dispatcher.ids import now
 from dispatcher.store.base import Store
 from dispatcher.worker import WorkerPool
@@ -18,10 +19,18 @@ DEADLINE_SWEEP_EVERY = 1.0
 
 class Housekeeping:
     def __init__(
-        self, store: Store, pool: WorkerPool, *, owner: str, lease: float, retention_days: float
+        self,
+        store: Store,
+        pool: WorkerPool,
+        deliverer: Deliverer,
+        *,
+        owner: str,
+        lease: float,
+        retention_days: float,
     ) -> None:
         self._store = store
         self._pool = pool
+        self._deliverer = deliverer
         self._owner = owner
         self._lease = lease
         self._retention = retention_days * 86_400
@@ -51,7 +60,9 @@ class Housekeeping:
         self._tasks.append(asyncio.create_task(loop(), name=f"housekeeping:{name}"))
 
     async def _renew(self) -> None:
-        await self._store.renew_leases(self._owner, now() + self._lease)
+        await self._store.renew_leases(
+            self._owner, self._pool.in_hand, self._deliverer.in_hand, now() + self._lease
+        )
 
     async def purge(self) -> int:
         total = 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,12 +17,15 @@ from pydantic import (
 )
 from yarl import URL
 
-E164 = re.compile(r"^\+[0-9]{8,15}$")
+E164 = re.compile(r"\+[0-9]{8,15}")
+# Times must fit in a UTC datetime and an RFC 3339 answer: years 1970 to 9999.
+LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 TENANT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 def _phone(value: str) -> str:
-    if not E164.match(value):
+    if not E164.fullmatch(value):
         raise ValueError("must be an E.164 number: + and 8 to 15 digits")
     return value
 
@@ -37,7 +40,18 @@ def _http_url(value: str) -> str:
     return value
 
 
+def _in_range(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ValueError("must be between 1970 and 9999 in UTC") from exc
+    if not EARLIEST <= utc <= LATEST:
+        raise ValueError("must be between 1970 and 9999 in UTC")
+    return utc
+
+
 Phone = Annotated[str, AfterValidator(_phone)]
+Moment = Annotated[AwareDatetime, AfterValidator(_in_range)]
 HttpUrl = Annotated[str, Field(max_length=2048), AfterValidator(_http_url)]
 
 
@@ -60,7 +74,7 @@ class JobRequest(Strict):
     endpoint_id: str | None = Field(None, max_length=100)
     notify: Notify | None = None
     metadata: dict[str, Any] | None = None
-    deadline: AwareDatetime | None = None
+    deadline: Moment | None = None
 
 
 class KeyRequest(Strict):
@@ -70,8 +84,8 @@ class KeyRequest(Strict):
 
 class BulkReplayRequest(Strict):
     status: Literal["failed", "succeeded"]
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
     endpoint_id: str | None = None
     channel: Literal["webhook", "email", "sms"] | None = None
     dry_run: StrictBool = False
@@ -92,8 +106,8 @@ class DeliveryListQuery(ListQuery):
     job_id: str | None = None
     endpoint_id: str | None = None
     channel: Literal["webhook", "email", "sms"] | None = None
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 class WaitQuery(Strict):

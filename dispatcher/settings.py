@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # Not in the SPEC table: how many webhook/email/SMS attempts run at once.
     # Deliveries never take job slots; this only bounds sockets and memory.
     delivery_concurrency: int = Field(256, ge=1)
+    # At most this many attempts in flight to one host (webhook host:port, or
+    # the email relay, or the SMS gateway): a hanging receiver holds only these.
+    delivery_per_host: int = Field(32, ge=1)
     # How often idle workers look for work that other processes (or the retry
     # schedule) made due. Work submitted in this process wakes them at once.
     poll_interval: float = Field(0.5, gt=0)

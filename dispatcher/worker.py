@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -76,28 +75,38 @@ class WorkerPool(ClaimLoop[Job]):
             error = {"type": "unknown_type", "message": f"no handler for job type {job.type!r}"}
             return finished(job, JobStatus.FAILED, now(), error=error)
         self._hub.publish(job)
+        limit = asyncio.timeout(handler.timeout)
         try:
-            async with asyncio.timeout(handler.timeout):
+            async with limit:
                 result = await handler.run(job.payload)
-            json.dumps(result)
-        except TimeoutError:
+            return finished(job, JobStatus.SUCCEEDED, now(), result=result)
+        except Retry as retry:
+            return await self._retry(job, handler.retries, retry.after)
+        except TimeoutError as exc:
+            if not limit.expired():
+                return _failed(job, exc)  # the handler's own TimeoutError
             error = {"type": "timeout", "message": f"the job ran longer than {handler.timeout:g}s"}
             return finished(job, JobStatus.FAILED, now(), error=error)
-        except Retry as retry:
-            if job.retries < handler.retries:
-                await self._store.requeue_job(job.id, self._owner, now() + retry.after)
-                self._hub.publish(_requeued(job))
-                self.wake()
-                return None
-            error = {
-                "type": "retries_exhausted",
-                "message": f"the handler asked for a retry after {handler.retries} retries",
-            }
-            return finished(job, JobStatus.FAILED, now(), error=error)
-        except Exception as exc:
-            error = {"type": type(exc).__name__, "message": str(exc)}
-            return finished(job, JobStatus.FAILED, now(), error=error)
-        return finished(job, JobStatus.SUCCEEDED, now(), result=result)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # shutdown: the job is released, not failed
+            return _failed(job, exc)
+        except (Exception, SystemExit) as exc:
+            # SystemExit too: a handler must not be able to stop the service.
+            return _failed(job, exc)
+
+    async def _retry(self, job: Job, retries: int, after: float) -> Outcome | None:
+        if job.retries < retries:
+            await self._store.requeue_job(job.id, self._owner, now() + after)
+            self._hub.publish(_requeued(job))
+            self.wake()
+            return None
+        error = {
+            "type": "retries_exhausted",
+            "message": f"the handler asked for a retry after {retries} retries",
+        }
+        return finished(job, JobStatus.FAILED, now(), error=error)
 
     async def _finish(self, job: Job, owner: str | None, outcome: Outcome) -> Job | None:
         done = await self._store.finish_job(job.id, owner, outcome)
@@ -121,6 +130,14 @@ class WorkerPool(ClaimLoop[Job]):
         for job in jobs:
             await self.cancel(job, _deadline_error(job))
         return len(jobs)
+
+
+def _failed(job: Job, exc: BaseException) -> Outcome:
+    # The message is the handler's text: make sure it can be encoded at all.
+    message = str(exc).encode("utf-8", "replace").decode()
+    return finished(
+        job, JobStatus.FAILED, now(), error={"type": type(exc).__name__, "message": message}
+    )
 
 
 def _deadline_error(job: Job) -> dict[str, str]:

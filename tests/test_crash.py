@@ -43,6 +43,8 @@ BASE_ENV = {
     "DISPATCHER_SHUTDOWN_GRACE": "5",
 }
 ADMIN_KEY_LINE = re.compile(r"\bdk_[A-Za-z0-9_\-]+")
+# So that `dispatcher serve` can import test handler modules wherever pytest runs from.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -430,6 +432,76 @@ async def test_sigterm_exits_zero_and_releases_running_jobs(serve, make_hooks, h
     await wait_for(lambda: delivered(5), timeout=10)
     assert hooks.job_ids() == set(done_ids + queued_ids)
     print(f"\nsigterm: exit {code} after {took:.2f}s")
+
+
+async def test_sigterm_with_an_open_stream_exits_at_once_and_starts_no_job(serve, http, tmp_path):
+    # The default 10 s grace: an exit within a few seconds means no stream held it.
+    first = await serve(DISPATCHER_WORKERS="1", DISPATCHER_SHUTDOWN_GRACE=None)
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with http.session.ws_connect(first.url + "/v1/events/ws", headers=headers) as ws:
+        jobs = [
+            await http.submit(first, type="sleep", payload={"seconds": 1, "result": n})
+            for n in range(30)
+        ]
+        # Signal just after a job starts: the next one would start a second later.
+        async with asyncio.timeout(10):
+            while (await ws.receive_json())["status"] != "running":
+                pass
+        signalled_at = time.time()
+        sent = time.monotonic()
+        first.process.send_signal(signal.SIGTERM)
+
+        async with asyncio.timeout(10):
+            while (message := await ws.receive()).type is aiohttp.WSMsgType.TEXT:
+                pass
+        assert message.type is aiohttp.WSMsgType.CLOSE, message
+        assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
+    code = await first.exit_code(timeout=15)
+    took = time.monotonic() - sent
+    assert code == 0, first.stderr_tail()
+    assert took < 5, f"exit took {took:.1f}s"
+
+    job_ids = [job["id"] for job in jobs]
+    rows = database_rows(tmp_path, job_ids)
+    started_after = [
+        dict(row)
+        for row in rows.values()
+        if row["started_at"] is not None and row["started_at"] > signalled_at
+    ]
+    assert started_after == []
+    # The job running at the signal finished within the grace; the rest wait, unclaimed.
+    assert {row["status"] for row in rows.values()} <= {"succeeded", "queued"}
+    queued = [row for row in rows.values() if row["status"] == "queued"]
+    assert len(queued) > len(job_ids) // 2
+    assert all(row["lease_owner"] is None for row in queued), [dict(row) for row in queued]
+    print(f"\nsigterm with a stream open: exit {code} after {took:.2f}s")
+
+
+async def test_sigterm_does_not_wait_for_a_blocking_handler(serve, http, tmp_path):
+    # A plain-def handler sleeping in its thread: the grace runs out, the job is
+    # released, and the thread must not keep the process alive.
+    first = await serve(
+        DISPATCHER_HANDLERS="tests.support.handlers",
+        DISPATCHER_SHUTDOWN_GRACE="0.5",
+        PYTHONPATH=os.pathsep.join(filter(None, (str(REPO_ROOT), os.environ.get("PYTHONPATH")))),
+    )
+    job = await http.submit(first, type="blocking", payload={"seconds": 60})
+
+    async def running() -> bool:
+        return (await http.job(first, job["id"]))["status"] == "running"
+
+    await wait_for(running, timeout=10)
+    sent = time.monotonic()
+    first.process.send_signal(signal.SIGTERM)
+    code = await first.exit_code(timeout=15)
+    took = time.monotonic() - sent
+    assert code == 0, first.stderr_tail()
+    assert took < 5, f"exit took {took:.1f}s"
+
+    row = database_rows(tmp_path, [job["id"]])[job["id"]]
+    assert row["status"] == "queued", dict(row)
+    assert row["lease_owner"] is None, dict(row)
+    print(f"\nsigterm with a blocking handler: exit {code} after {took:.2f}s")
 
 
 async def test_serve_prints_admin_key_once_on_empty_database(serve, http):

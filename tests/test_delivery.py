@@ -25,11 +25,15 @@ async def test_500_500_200_succeeds_with_three_attempts_and_one_webhook_id(api, 
     assert len({r.body for r in receiver.requests}) == 1, "every attempt sends the same bytes"
 
 
-async def test_every_attempt_is_signed_with_its_own_timestamp(api, make_receiver):
+async def test_every_attempt_is_signed_with_its_own_timestamp(make_api, make_receiver):
+    api = await make_api(retry_schedule="1.1")  # the retry lands in a later second
     receiver = await make_receiver(500, 200)
     _, body = await api.call("GET", "/v1/signing-secret")
     job = await api.submit(type="echo", payload=1, callback_url=receiver.url)
     await api.settled_delivery(job["id"])
+    first, second = receiver.requests
+    assert int(second.headers["webhook-timestamp"]) > int(first.headers["webhook-timestamp"])
+    assert first.headers["webhook-signature"] != second.headers["webhook-signature"]
     for request in receiver.requests:
         Webhook(body["secret"]).verify(request.body, request.headers)
 
@@ -111,10 +115,28 @@ async def test_exhausted_delivery_fails_then_replay_succeeds_continuing_numbers(
     assert [a["number"] for a in delivery["attempts"]] == [1, 2, 3, 4]
     manual = delivery["attempts"][3]
     assert manual["trigger"] == "manual"
-    assert manual["by"] == api.key[:12]
+    assert manual["by"] == "env-admin"  # never a piece of DISPATCHER_ADMIN_KEY
     assert [a["trigger"] for a in delivery["attempts"][:3]] == ["scheduled"] * 3
     assert {r.headers["webhook-id"] for r in receiver.requests} == {failed["id"]}
     assert len({r.body for r in receiver.requests}) == 1
+
+
+async def test_manual_attempt_names_the_replaying_keys_prefix(api, make_receiver):
+    receiver = await make_receiver(410, 200)
+    acme, _ = await api.new_tenant("acme")
+    job = await acme.submit(type="echo", payload=1, callback_url=receiver.url)
+    failed = await acme.settled_delivery(job["id"])
+
+    await acme.call("POST", f"/v1/deliveries/{failed['id']}/replay")
+
+    async def replayed() -> dict | None:
+        delivery = await acme.delivery(failed["id"])
+        return delivery if delivery["status"] == "succeeded" else None
+
+    manual = (await wait_for(replayed))["attempts"][-1]
+    assert manual["by"] == acme.key[:12]
+    _, keys = await api.call("GET", "/v1/keys")
+    assert manual["by"] in {k["prefix"] for k in keys["items"]}
 
 
 async def test_replay_gets_the_whole_schedule_again(api, make_receiver):
@@ -211,6 +233,25 @@ async def test_hanging_receiver_does_not_delay_others(make_api, make_receiver):
         assert (await api.settled_delivery(job["id"]))["status"] == "succeeded"
     finally:
         slow.hang.set()
+
+
+async def test_a_hanging_receivers_backlog_takes_only_its_share_of_slots(make_api, make_receiver):
+    api = await make_api(delivery_concurrency=6, delivery_per_host=2, delivery_timeout=30)
+    slow = await make_receiver(200)
+    slow.hang = asyncio.Event()
+    fast = await make_receiver(200)
+    try:
+        for i in range(10):
+            await api.submit(type="echo", payload=i, callback_url=slow.url)
+        await slow.wait_for_requests(2)
+        job = await api.submit(type="echo", payload="fast", callback_url=fast.url)
+        await fast.wait_for_requests(1, timeout=3)
+        delivery = await api.settled_delivery(job["id"], timeout=3)
+        assert delivery["status"] == "succeeded"
+        assert len(slow.requests) == 2, "more than the host's share was sent at once"
+    finally:
+        slow.hang.set()
+    await slow.wait_for_requests(10, timeout=10)
 
 
 async def test_attempt_timeout_is_recorded_as_failure(make_api, make_receiver):

@@ -165,7 +165,7 @@ async def test_reopening_applies_no_migration_twice(tmp_path):
     try:
         assert len(await all_jobs(store)) == 2
         rows = await store._read("SELECT version FROM schema_version ORDER BY version")
-        assert [row[0] for row in rows] == [1, 2]
+        assert [row[0] for row in rows] == [1, 2, 3]
     finally:
         await store.close()
 

@@ -16,8 +16,9 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
+from dispatcher import events
 from dispatcher.api import stream
-from dispatcher.events import QUEUE_SIZE
+from dispatcher.api.context import SERVICES
 from dispatcher.store.records import Job, JobStatus
 from tests.conftest import Api, wait_for
 
@@ -224,6 +225,31 @@ async def test_tenant_stream_pings_while_quiet(api, monkeypatch):
         assert message.type is WSMsgType.PING
 
 
+async def test_tenant_stream_stays_open_through_a_burst_of_submissions(api):
+    # A dashboard reading as fast as it can, while 300 jobs arrive at once:
+    # about 900 events, far more than a per-job queue holds.
+    async with api.client.ws_connect("/v1/events/ws", headers=api.headers()) as ws:
+        jobs = await asyncio.gather(*(api.submit(type="echo", payload=n) for n in range(300)))
+        received = await _events_until(ws, {job["id"] for job in jobs})
+        assert not ws.closed
+    by_job: dict[str, list[str]] = {}
+    for event in received:
+        by_job.setdefault(event["id"], []).append(event["status"])
+    assert {job["id"]: by_job.get(job["id"]) for job in jobs} == {
+        job["id"]: ["queued", "running", "succeeded"] for job in jobs
+    }
+
+
+SMALL_QUEUE = 64
+
+
+@pytest.fixture
+def small_tenant_queue(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A tenant stream's queue small enough for a test to overflow it quickly."""
+    monkeypatch.setattr(events, "TENANT_QUEUE_SIZE", SMALL_QUEUE)
+    return SMALL_QUEUE
+
+
 def _small_window(addr_info: Any) -> socket.socket:
     family, kind, proto, _, _ = addr_info
     sock = socket.socket(family=family, type=kind, proto=proto)
@@ -231,18 +257,18 @@ def _small_window(addr_info: Any) -> socket.socket:
     return sock
 
 
-async def _flood(api: Api) -> int:
+async def _flood(api: Api, queue_size: int) -> int:
     """Enough job events to fill a connection's buffers and then the hub's queue."""
     # Large jobs fill the server's send buffer (a few MiB); small ones then
     # overflow the subscriber's queue quickly.
     big = os.urandom(100_000).hex()
     jobs = [await api.submit(type="echo", payload=big) for _ in range(20)]
-    jobs += [await api.submit(type="echo", payload=n) for n in range(2 * QUEUE_SIZE)]
+    jobs += [await api.submit(type="echo", payload=n) for n in range(2 * queue_size)]
     await api.job(jobs[-1]["id"], wait=10)
     return 3 * len(jobs)  # queued, running, succeeded
 
 
-async def test_tenant_stream_drops_a_consumer_that_does_not_read(api):
+async def test_tenant_stream_drops_a_consumer_that_does_not_read(api, small_tenant_queue):
     # A real client that stops reading: aiohttp stops taking bytes off the socket
     # once 128 KiB wait unread, and a fixed 16 KiB receive window keeps the kernel
     # from absorbing the rest.
@@ -250,7 +276,7 @@ async def test_tenant_stream_drops_a_consumer_that_does_not_read(api):
     async with aiohttp.ClientSession(connector=connector) as session:
         url = api.client.make_url("/v1/events/ws")
         async with session.ws_connect(url, headers=api.headers(), compress=0) as ws:
-            published = await _flood(api)
+            published = await _flood(api, small_tenant_queue)
             received = 0
             while (message := await ws.receive(timeout=10)).type is WSMsgType.TEXT:
                 received += 1
@@ -260,7 +286,9 @@ async def test_tenant_stream_drops_a_consumer_that_does_not_read(api):
     assert received < published, "the stream was buffered, not dropped"
 
 
-async def test_tenant_stream_cuts_a_consumer_that_will_not_take_the_close(api, monkeypatch):
+async def test_tenant_stream_cuts_a_consumer_that_will_not_take_the_close(
+    api, monkeypatch, small_tenant_queue
+):
     # With no time to take what is buffered, the connection is cut at once
     # rather than held open (and its buffer kept) for a close frame.
     monkeypatch.setattr(stream, "CLOSE_TIMEOUT", 0)
@@ -268,7 +296,7 @@ async def test_tenant_stream_cuts_a_consumer_that_will_not_take_the_close(api, m
     async with aiohttp.ClientSession(connector=connector) as session:
         url = api.client.make_url("/v1/events/ws")
         async with session.ws_connect(url, headers=api.headers(), compress=0) as ws:
-            await _flood(api)
+            await _flood(api, small_tenant_queue)
             while (message := await ws.receive(timeout=10)).type is WSMsgType.TEXT:
                 pass
             assert message.type is not WSMsgType.CLOSE, "a close frame was sent"
@@ -362,6 +390,90 @@ async def test_sse_sends_ping_comments_while_quiet(api, monkeypatch):
         received = await sse_messages(r)
     assert Sse(comment="ping") in received
     assert received[-1].job()["status"] == "succeeded"
+
+
+# Shutdown: the hub closes, and every stream ends at once
+
+
+def _hub(api: Api) -> events.EventHub:
+    return api.client.server.app[SERVICES].hub
+
+
+async def _running(api: Api) -> dict[str, Any]:
+    job = await api.submit(type="sleep", payload={"seconds": 30})
+    await wait_for(lambda: _status_is(api, job["id"], "running"))
+    return job
+
+
+async def _closed_with_going_away(ws: aiohttp.ClientWebSocketResponse) -> None:
+    async with asyncio.timeout(5):
+        while (message := await ws.receive()).type is WSMsgType.TEXT:
+            pass
+    assert message.type is WSMsgType.CLOSE, message
+    assert ws.close_code == stream.GOING_AWAY == 1001
+    assert message.extra == stream.GOING_AWAY_REASON
+
+
+async def test_hub_close_ends_a_job_socket_with_going_away(api):
+    job = await _running(api)
+    async with api.client.ws_connect(f"/v1/jobs/{job['id']}/ws", headers=api.headers()) as ws:
+        assert (await ws.receive_json(timeout=5))["status"] == "running"
+        _hub(api).close()
+        await _closed_with_going_away(ws)
+
+
+async def test_hub_close_ends_a_tenant_socket_with_going_away(api):
+    async with api.client.ws_connect("/v1/events/ws", headers=api.headers()) as ws:
+        job = await api.submit(type="echo", payload=1)
+        await _events_until(ws, {job["id"]})
+        _hub(api).close()
+        await _closed_with_going_away(ws)
+
+
+async def test_hub_close_ends_an_sse_stream(api):
+    job = await _running(api)
+    path = f"/v1/jobs/{job['id']}/events"
+    async with (
+        api.client.get(path, headers=api.headers()) as response,
+        aclosing(sse_iter(response)) as messages,
+    ):
+        first = await anext(messages)
+        assert first.job()["status"] == "running"
+        _hub(api).close()
+        async with asyncio.timeout(5):
+            rest = [message async for message in messages]
+    assert [message for message in rest if message.comment is None] == []
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs/{id}/ws", "/v1/events/ws", "/v1/jobs/{id}/events"])
+async def test_a_stream_asked_for_after_close_is_a_503_problem(api, path):
+    job = await api.submit(type="echo", payload=1)
+    _hub(api).close()
+    headers = api.headers(UPGRADE if path.endswith("/ws") else None)
+    assert await problem_status(api.client, path.format(id=job["id"]), headers) == 503
+
+
+async def test_a_long_poll_answers_at_once_after_close(api):
+    job = await _running(api)
+    _hub(api).close()
+    async with asyncio.timeout(5):
+        answered = await api.job(job["id"], wait=30)
+    assert answered["status"] == "running"
+
+
+async def test_hub_close_wakes_a_waiting_subscriber_and_ends_later_ones():
+    hub = events.EventHub()
+    with hub.job("job_x") as waiting, hub.tenant(None) as dashboard:
+        pending = asyncio.create_task(waiting.next(within=30))
+        await asyncio.sleep(0)
+        hub.close()
+        async with asyncio.timeout(1):
+            assert await pending is None
+            assert await dashboard.next() is None
+    with hub.tenant("acme") as later:
+        assert later.closed
+        async with asyncio.timeout(1):
+            assert await later.next(within=30) is None
 
 
 @pytest.mark.parametrize(

@@ -106,7 +106,7 @@ async def get(request: web.Request) -> web.Response:
     with svc.hub.job(job_id) as events:
         job = await _get(svc, job_id, scope)
         deadline = now() + wait
-        while not job.status.finished and (left := deadline - now()) > 0:
+        while not job.status.finished and not events.closed and (left := deadline - now()) > 0:
             event = await events.next(within=left)
             if event is not None and event.status.finished:
                 job = await _get(svc, job_id, scope)

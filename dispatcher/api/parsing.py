@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -40,17 +42,38 @@ async def read_json(request: web.Request, max_bytes: int) -> tuple[Any, bytes]:
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes") from exc
     try:
-        return json.loads(raw, parse_constant=_refuse_constant), raw
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise BadRequest("the body is nested too deeply") from exc
+    if LONE_SURROGATE.search(raw):
+        _refuse_lone_surrogates(data)
+    return data, raw
+
+
+# Python's json reads NaN, Infinity and 1e400 (an infinite float), and "\ud800"
+# (half of a UTF-16 pair): none is a value JSON or UTF-8 can carry, and once
+# stored they would make every later answer, webhook and email about the job fail.
+LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _refuse_constant(name: str) -> Any:
-    # Python's json reads NaN and Infinity, which JSON does not have; stored,
-    # they would make every later answer about the job invalid JSON.
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large a number")
+    return value
+
+
+def _refuse_lone_surrogates(data: Any) -> None:
+    try:
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise BadRequest("the body has a lone UTF-16 surrogate (\\ud800-\\udfff)") from exc
 
 
 async def body(request: web.Request, model: type[M], max_bytes: int) -> tuple[M, Any]:

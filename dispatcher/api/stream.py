@@ -4,7 +4,9 @@ Every stream subscribes to the hub before it reads the job, so a change made
 between the read and the subscription is not missed. A consumer that falls
 behind the hub's bounded queue is dropped (WebSocket close 1013; an SSE
 response simply ends and the client resumes with `Last-Event-ID`), never
-buffered without bound.
+buffered without bound. At shutdown the hub closes and every stream ends at
+once (WebSocket close 1001; an SSE response ends), so that none holds the
+process; a stream asked for while shutting down is a 503.
 """
 
 from __future__ import annotations
@@ -34,8 +36,13 @@ HEARTBEAT_SECONDS = 15.0
 # How long a closing stream waits for the client to take what is already buffered
 # (the close frame included) before the connection is cut.
 CLOSE_TIMEOUT = 10.0
+# At shutdown, for a client that is not taking what is buffered: shorter than
+# CLOSE_TIMEOUT, since the whole process is waiting.
+SHUTDOWN_TIMEOUT = 2.0
 LAGGING = WSCloseCode.TRY_AGAIN_LATER
 LAGGING_REASON = "too slow: events were dropped; reconnect to resume"
+GOING_AWAY = WSCloseCode.GOING_AWAY
+GOING_AWAY_REASON = "server shutting down; reconnect"
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -52,6 +59,7 @@ class End(StrEnum):
     FINISHED = "finished"
     LAGGING = "lagging"
     GONE = "gone"
+    SHUTDOWN = "shutdown"
 
 
 def event_id(job: Job) -> int:
@@ -84,6 +92,14 @@ def _last_event_id(request: web.Request) -> int:
     return 0
 
 
+def _ensure_open(events: Subscription) -> None:
+    """A stream asked for during shutdown is a 503 before any upgrade: it would end at once."""
+    if events.closed:
+        raise web.HTTPServiceUnavailable(
+            text="the server is shutting down; reconnect", headers={"Retry-After": "1"}
+        )
+
+
 async def _find_job(svc: Services, job_id: str, scope: str | None) -> Job | None:
     return await svc.store.get_job(job_id, scope) if is_id(job_id, "job") else None
 
@@ -98,11 +114,11 @@ async def _read_job(svc: Services, job_id: str, scope: str | None) -> Job:
 async def _job_changes(
     svc: Services, events: Subscription, job: Job, scope: str | None, after: int
 ) -> AsyncIterator[Job | None]:
-    """The job now and at each change of status until it finishes; None when a heartbeat is due.
+    """The job now and at each change of status until it finishes or the hub closes.
 
-    A state goes out only if its event id is past the last one sent (or `after`)
-    and its status differs: an event queued before the first read may be older
-    than what that read returned.
+    None when a heartbeat is due. A state goes out only if its event id is past
+    the last one sent (or `after`) and its status differs: an event queued before
+    the first read may be older than what that read returned.
     """
     sent: JobStatus | None = None
     while True:
@@ -112,6 +128,8 @@ async def _job_changes(
         if job.status.finished:
             return
         event = await events.next(within=HEARTBEAT_SECONDS)
+        if events.closed:
+            return
         if event is not None:
             job = event
             continue
@@ -124,9 +142,10 @@ async def _job_changes(
         job = found
 
 
-async def _every_event(events: Subscription) -> AsyncIterator[Job | None]:
-    while True:
-        yield await events.next()
+async def _every_event(events: Subscription) -> AsyncIterator[Job]:
+    """Every event until the hub closes."""
+    while (event := await events.next()) is not None:
+        yield event
 
 
 @routes.get("/v1/jobs/{id}/ws", allow_head=False)
@@ -134,6 +153,7 @@ async def job_socket(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     scope = principal(request).scope()
     with svc.hub.job(request.match_info["id"]) as events:
+        _ensure_open(events)
         # Read after subscribing, and before upgrading so a 404 is a problem answer.
         job = await _read_job(svc, request.match_info["id"], scope)
         ws = await _accept(request)
@@ -145,6 +165,7 @@ async def job_socket(request: web.Request) -> web.StreamResponse:
 async def tenant_socket(request: web.Request) -> web.StreamResponse:
     svc = services(request)
     with svc.hub.tenant(principal(request).scope()) as events:
+        _ensure_open(events)
         ws = await _accept(request)
         await _serve_socket(request, ws, events, _every_event(events))
     return ws
@@ -156,6 +177,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     scope = principal(request).scope()
     after = _last_event_id(request)
     with svc.hub.job(request.match_info["id"]) as events:
+        _ensure_open(events)
         job = await _read_job(svc, request.match_info["id"], scope)
         if job.status.finished and event_id(job) <= after:
             # The client has the final state. 204 tells EventSource to stop
@@ -180,10 +202,10 @@ async def _serve_socket(
     messages: AsyncIterator[Job | None],
 ) -> None:
     sender = asyncio.create_task(_send_each(ws, events, messages))
-    lagged = asyncio.create_task(events.lagged())
+    lagged, closed = _watch(events)
     reader = asyncio.create_task(_until_client_leaves(ws))
     try:
-        end = await _settle(sender, lagged, reader)
+        end = await _settle(sender, lagged, closed, reader)
         if end is None and reader.done():
             return  # the client left while nothing was being sent
         if end in (End.LAGGING, None):
@@ -193,7 +215,7 @@ async def _serve_socket(
         else:
             await _close_socket(ws, end)
     finally:
-        await _cancel(sender, lagged, reader)
+        await _cancel(sender, lagged, closed, reader)
         if ws.close_code == WSCloseCode.ABNORMAL_CLOSURE:
             # aiohttp closes an abnormal connection gracefully, which waits
             # forever on a client that does not read.
@@ -204,9 +226,11 @@ async def _close_socket(ws: web.WebSocketResponse, end: End) -> None:
     code, reason = WSCloseCode.OK, ""
     if end is End.LAGGING:
         code, reason = LAGGING, LAGGING_REASON
+    elif end is End.SHUTDOWN:
+        code, reason = GOING_AWAY, GOING_AWAY_REASON
     # A timeout leaves the close code abnormal, and the connection is cut.
     with suppress(TimeoutError):
-        async with asyncio.timeout(CLOSE_TIMEOUT):
+        async with asyncio.timeout(_patience(end)):
             await ws.close(code=code, message=reason.encode())
 
 
@@ -217,26 +241,40 @@ async def _serve_sse(
     messages: AsyncIterator[Job | None],
 ) -> None:
     writer = asyncio.create_task(_write_each(response, events, messages))
-    lagged = asyncio.create_task(events.lagged())
+    lagged, closed = _watch(events)
     try:
-        end = await _settle(writer, lagged)
+        end = await _settle(writer, lagged, closed)
         if end in (End.LAGGING, None):
             _log_dropped(request)
         if end is None:
             _cut(request)
         elif end is not End.GONE:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
+            # An ended response tells EventSource to reconnect, with Last-Event-ID.
+            async with asyncio.timeout(_patience(end)):
                 await response.write_eof()
     except TimeoutError:
         _cut(request)
     except ConnectionResetError:
         pass
     finally:
-        await _cancel(writer, lagged)
+        await _cancel(writer, lagged, closed)
+
+
+def _watch(events: Subscription) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
+    """Tasks that end when the subscription lags and when the hub closes."""
+    return asyncio.create_task(events.lagged()), asyncio.create_task(events.wait_closed())
+
+
+def _patience(end: End) -> float:
+    """How long a closing stream's last writes may take; short when the process is stopping."""
+    return SHUTDOWN_TIMEOUT if end is End.SHUTDOWN else CLOSE_TIMEOUT
 
 
 async def _settle(
-    writer: asyncio.Task[End], lagged: asyncio.Task[None], *others: asyncio.Task[Any]
+    writer: asyncio.Task[End],
+    lagged: asyncio.Task[None],
+    closed: asyncio.Task[None],
+    *others: asyncio.Task[Any],
 ) -> End | None:
     """How the writer ended; None if it is still stuck behind a client that does not read.
 
@@ -244,10 +282,15 @@ async def _settle(
     write it is blocked in, after which it sees the lag and stops by itself:
     aiohttp shares one drain future among a connection's writers, and
     cancelling a task waiting on it would break the closing write's wait too.
+    When the hub closes (shutdown) it gets SHUTDOWN_TIMEOUT the same way.
     """
-    await asyncio.wait((writer, lagged, *others), return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait((writer, lagged, closed, *others), return_when=asyncio.FIRST_COMPLETED)
     if lagged.done() and not writer.done():
-        await asyncio.wait((writer,), timeout=CLOSE_TIMEOUT)
+        await asyncio.wait(
+            (writer, closed), timeout=CLOSE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+    if closed.done() and not writer.done():
+        await asyncio.wait((writer,), timeout=SHUTDOWN_TIMEOUT)
     if not writer.done():
         return None
     # Cancelled from inside: aiohttp cancelled the drain future it was waiting on.
@@ -274,7 +317,7 @@ async def _send_each(
                     await ws.send_json(job.public())
         except ConnectionResetError:
             return End.GONE
-    return End.FINISHED
+    return End.SHUTDOWN if events.closed else End.FINISHED
 
 
 async def _until_client_leaves(ws: web.WebSocketResponse) -> None:
@@ -295,7 +338,7 @@ async def _write_each(
                 await response.write(SSE_PING if job is None else _sse_message(job))
         except ConnectionResetError:
             return End.GONE
-    return End.FINISHED
+    return End.SHUTDOWN if events.closed else End.FINISHED
 
 
 def _sse_message(job: Job) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 
 from dispatcher.claiming import ClaimLoop
@@ -25,6 +26,7 @@ from dispatcher.store.records import (
     Channel,
     DeliveryStatus,
     DueDelivery,
+    delivery_host,
 )
 
 log = logging.getLogger(__name__)
@@ -41,10 +43,13 @@ class Deliverer(ClaimLoop[DueDelivery]):
         *,
         owner: str,
         concurrency: int,
+        per_host: int,
         lease: float,
         poll_interval: float,
     ) -> None:
         super().__init__(capacity=concurrency, poll_interval=poll_interval)
+        self._per_host = per_host
+        self._host_load: Counter[str] = Counter()
         self._store = store
         self._senders = senders
         self._policy = policy
@@ -53,7 +58,29 @@ class Deliverer(ClaimLoop[DueDelivery]):
         self._next_due: float | None = None
 
     async def _claim(self, limit: int) -> list[DueDelivery]:
-        return await self._store.claim_deliveries(self._owner, limit, now(), self._lease)
+        """Due deliveries, at most `per_host` in flight to any one host.
+
+        A receiver that hangs holds only its own share of the slots, so the
+        rest keep flowing to everyone else.
+        """
+        full = [host for host, load in self._host_load.items() if load >= self._per_host]
+        claimed = await self._store.claim_deliveries(
+            self._owner, limit, now(), self._lease, skip_hosts=full
+        )
+        start, extra = [], []
+        for due in claimed:
+            host = _host(due)
+            if due.delivery.id in self._active:
+                continue  # still in flight here; counted already
+            if self._host_load[host] < self._per_host:
+                self._host_load[host] += 1
+                start.append(due)
+            else:
+                extra.append(due.delivery.id)
+        if extra:
+            # One claim may bring more for a host than its share: hand them back.
+            await self._store.release_deliveries(self._owner, extra)
+        return start
 
     def _key(self, item: DueDelivery) -> str:
         return item.delivery.id
@@ -71,8 +98,16 @@ class Deliverer(ClaimLoop[DueDelivery]):
         return min(delay, self._poll_interval)
 
     async def _process(self, item: DueDelivery) -> None:
+        try:
+            await self._attempt(item)
+        finally:
+            host = _host(item)
+            self._host_load[host] -= 1
+            if self._host_load[host] <= 0:
+                del self._host_load[host]
+
+    async def _attempt(self, due: DueDelivery) -> None:
         """One attempt, recorded with the state it leaves the delivery in."""
-        due = item
         delivery = due.delivery
         started = now()
         clock = time.monotonic()
@@ -132,3 +167,7 @@ class Deliverer(ClaimLoop[DueDelivery]):
                 ok=False, error=f"channel {due.delivery.channel} is not configured"
             )
         return await sender.send(due)
+
+
+def _host(due: DueDelivery) -> str:
+    return delivery_host(due.delivery.channel, due.delivery.target)

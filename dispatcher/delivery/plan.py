@@ -80,4 +80,7 @@ def callback_failed(due: DueDelivery, result: AttemptResult) -> tuple[NewDeliver
 
 
 def _encode(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    # allow_nan=False and a strict encode: a result that is not JSON, or not
+    # UTF-8 (NaN, a lone surrogate), raises here and fails the job, never the
+    # webhook that would carry it.
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()

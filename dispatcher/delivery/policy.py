@@ -23,8 +23,9 @@ from tenacity.wait import wait_base
 
 from dispatcher.store.records import DeliveryStatus
 
-# A receiver may ask for a long pause, but not for one longer than this.
-MAX_RETRY_AFTER = 86_400.0
+# A receiver's Retry-After is honoured in full ("no sooner than it asks"),
+# capped only where a time would no longer be representable.
+MAX_RETRY_AFTER = 50 * 365 * 86_400.0
 JITTER = 0.1
 
 

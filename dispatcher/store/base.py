@@ -8,6 +8,7 @@ Writes that the API acknowledges are committed before the call returns.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from dispatcher.store.records import (
     ApiKey,
@@ -88,8 +89,10 @@ class Store(ABC):
         """Take due queued jobs, and running jobs whose lease ran out, as `running`."""
 
     @abstractmethod
-    async def renew_leases(self, owner: str, until: float) -> None:
-        """Extend every lease `owner` holds, on jobs and deliveries alike."""
+    async def renew_leases(
+        self, owner: str, job_ids: list[str], delivery_ids: list[str], until: float
+    ) -> None:
+        """Extend `owner`'s leases on the jobs and deliveries it is working on now."""
 
     @abstractmethod
     async def finish_job(self, job_id: str, owner: str | None, outcome: Outcome) -> Job | None:
@@ -113,8 +116,9 @@ class Store(ABC):
 
     @abstractmethod
     async def claim_deliveries(
-        self, owner: str, limit: int, now: float, lease: float
-    ) -> list[DueDelivery]: ...
+        self, owner: str, limit: int, now: float, lease: float, skip_hosts: Sequence[str] = ()
+    ) -> list[DueDelivery]:
+        """Take due deliveries, passing over those to `skip_hosts` (their share is in flight)."""
 
     @abstractmethod
     async def record_attempt(self, record: AttemptRecord) -> None:

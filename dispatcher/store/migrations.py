@@ -92,4 +92,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deliveries ADD COLUMN body BLOB;
     """,
+    # 3: where a delivery goes (a webhook's host:port, or the channel), so that
+    # claiming can pass over hosts that already have their share in flight.
+    """
+    ALTER TABLE deliveries ADD COLUMN host TEXT;
+    """,
 )

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from dispatcher.ids import rfc3339
 
@@ -37,6 +38,18 @@ class Channel(StrEnum):
 class Trigger(StrEnum):
     SCHEDULED = "scheduled"
     MANUAL = "manual"
+
+
+def delivery_host(channel: Channel, target: str) -> str:
+    """Where a delivery goes, for sharing out attempts: a webhook's host:port, else the channel.
+
+    Email and SMS go through the operator's one relay or gateway, so each
+    channel is one host.
+    """
+    if channel is not Channel.WEBHOOK:
+        return str(channel)
+    url = urlsplit(target)
+    return f"{(url.hostname or '').lower()}:{url.port or (443 if url.scheme == 'https' else 80)}"
 
 
 def _load(text: str | bytes | None) -> Any:
@@ -307,6 +320,10 @@ class NewDelivery:
     event_type: str
     # None: send the job's event body.
     body: bytes | None = None
+
+    @property
+    def host(self) -> str:
+        return delivery_host(self.channel, self.target)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -191,12 +192,14 @@ class SQLiteStore(Store):
                             "this Idempotency-Key was already used with a different request"
                         )
                     return first[0]
-                batch.idempotency[job.tenant, job.idempotency_key] = (job.id, job.request_hash)
             if batch.queued_jobs is None:
                 rows = await batch.db.execute_fetchall(sql.COUNT_QUEUED)
                 batch.queued_jobs = int(next(iter(rows))[0])
             if batch.queued_jobs >= max_queue:
                 raise QueueFull(f"{batch.queued_jobs} jobs are queued; the limit is {max_queue}")
+            if job.idempotency_key is not None:
+                # Only now: a key is taken by a job that will be inserted.
+                batch.idempotency[job.tenant, job.idempotency_key] = (job.id, job.request_hash)
             batch.defer(sql.INSERT_JOB, _job_params(job))
             batch.queued_jobs += 1
             return None
@@ -257,10 +260,17 @@ class SQLiteStore(Store):
 
         return list(await self._write(op))
 
-    async def renew_leases(self, owner: str, until: float) -> None:
+    async def renew_leases(
+        self, owner: str, job_ids: list[str], delivery_ids: list[str], until: float
+    ) -> None:
+        if not job_ids and not delivery_ids:
+            return
+
         async def op(batch: Batch) -> None:
-            await batch.db.execute(sql.RENEW_JOB_LEASES, (until, owner))
-            await batch.db.execute(sql.RENEW_DELIVERY_LEASES, (until, owner))
+            for job_id in job_ids:
+                batch.defer(sql.RENEW_JOB_LEASE, (until, owner, job_id))
+            for delivery_id in delivery_ids:
+                batch.defer(sql.RENEW_DELIVERY_LEASE, (until, owner, delivery_id))
 
         await self._write(op)
 
@@ -286,7 +296,8 @@ class SQLiteStore(Store):
             job = Job.from_row(rows[0])
             for d in outcome.deliveries:
                 params = (d.id, job.tenant, job.id, str(d.channel), d.target, d.endpoint_id)
-                batch.defer(sql.INSERT_DELIVERY, (*params, d.event_type, now, now, d.body))
+                values = (d.event_type, now, now, d.body, d.host)
+                batch.defer(sql.INSERT_DELIVERY, (*params, *values))
             summaries = tuple(
                 DeliverySummary(d.id, str(d.channel), d.target, DeliveryStatus.PENDING, 0)
                 for d in outcome.deliveries
@@ -315,14 +326,12 @@ class SQLiteStore(Store):
     # Deliveries
 
     async def claim_deliveries(
-        self, owner: str, limit: int, now: float, lease: float
+        self, owner: str, limit: int, now: float, lease: float, skip_hosts: Sequence[str] = ()
     ) -> list[DueDelivery]:
+        params = (owner, now + lease, now, now, limit, json.dumps(list(skip_hosts)))
+
         async def op(batch: Batch) -> list[Any]:
-            return list(
-                await batch.db.execute_fetchall(
-                    sql.CLAIM_DELIVERIES, (owner, now + lease, now, now, limit)
-                )
-            )
+            return list(await batch.db.execute_fetchall(sql.CLAIM_DELIVERIES, params))
 
         rows = await self._write(op)
         if not rows:
@@ -376,7 +385,7 @@ class SQLiteStore(Store):
             )
             for d in record.follow_ups:
                 at = attempt.started_at
-                params = (d.id, str(d.channel), d.target, d.event_type, at, at, d.body)
+                params = (d.id, str(d.channel), d.target, d.event_type, at, at, d.body, d.host)
                 batch.defer(sql.INSERT_FOLLOW_UP, (*params, record.delivery_id))
 
         await self._write(op)

@@ -43,10 +43,14 @@ WHERE id IN (
 RETURNING *
 """
 
-RENEW_JOB_LEASES = "UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND status = 'running'"
+# Only the work in hand: a lease on work whose task died must lapse, so
+# that the work is taken up again.
+RENEW_JOB_LEASE = """
+UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND id = ? AND status = 'running'
+"""
 
-RENEW_DELIVERY_LEASES = """
-UPDATE deliveries SET lease_until = ? WHERE lease_owner = ? AND status = 'pending'
+RENEW_DELIVERY_LEASE = """
+UPDATE deliveries SET lease_until = ? WHERE lease_owner = ? AND id = ? AND status = 'pending'
 """
 
 _FINISH = """
@@ -75,15 +79,15 @@ SELECT * FROM jobs WHERE status = 'queued' AND deadline IS NOT NULL AND deadline
 
 INSERT_DELIVERY = """
 INSERT INTO deliveries (id, tenant, job_id, channel, target, endpoint_id, event_type, status,
-                        next_attempt_at, created_at, body)
-VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)
+                        next_attempt_at, created_at, body, host)
+VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)
 """
 
 # A delivery set off by another one: same tenant and job.
 INSERT_FOLLOW_UP = """
 INSERT INTO deliveries (id, tenant, job_id, channel, target, endpoint_id, event_type, status,
-                        next_attempt_at, created_at, body)
-SELECT ?, tenant, job_id, ?, ?, NULL, ?, 'pending', ?, ?, ? FROM deliveries WHERE id = ?
+                        next_attempt_at, created_at, body, host)
+SELECT ?, tenant, job_id, ?, ?, NULL, ?, 'pending', ?, ?, ?, ? FROM deliveries WHERE id = ?
 """
 
 CLAIM_DELIVERIES = """
@@ -92,6 +96,7 @@ WHERE id IN (
     SELECT id FROM deliveries
     WHERE status = 'pending' AND next_attempt_at <= ?3
       AND (lease_until IS NULL OR lease_until < ?4)
+      AND (host IS NULL OR host NOT IN (SELECT value FROM json_each(?6)))
     ORDER BY next_attempt_at LIMIT ?5
 )
 RETURNING *

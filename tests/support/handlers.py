@@ -38,3 +38,23 @@ async def too_slow(payload: dict) -> None:
 @handler("not_json")
 async def not_json(payload: dict) -> object:
     return object()
+
+
+@handler("raises")
+async def raises(payload: dict) -> None:
+    """Raises what the payload names: handlers must not be able to stop the service."""
+    import asyncio
+
+    kind = payload["kind"]
+    if kind == "cancelled":
+        raise asyncio.CancelledError()
+    if kind == "exit":
+        raise SystemExit(3)
+    if kind == "timeout":
+        raise TimeoutError("upstream took too long")
+    raise RuntimeError(kind)
+
+
+@handler("bad_result")
+async def bad_result(payload: dict) -> object:
+    return {"nan": float("nan")} if payload["kind"] == "nan" else {"text": "\ud800"}

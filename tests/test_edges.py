@@ -1,0 +1,127 @@
+"""Edges found in review: inputs that are JSON to Python but not to anyone else, handlers
+that fail in unusual ways, and work whose task dies."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from dispatcher.ids import new_id, now
+from dispatcher.store.records import NewJob
+from dispatcher.store.sqlite import SQLiteStore
+
+HANDLERS = "tests.support.handlers"
+
+
+async def assert_refused_and_nothing_stored(api, body: bytes, status: int) -> dict:
+    code, problem = await api.call(
+        "POST", "/v1/jobs", data=body, headers={"content-type": "application/json"}
+    )
+    assert code == status, problem
+    assert problem["status"] == status
+    _, listed = await api.call("GET", "/v1/jobs")
+    assert listed["items"] == []
+    return problem
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"type": "echo", "payload": 1e400}',
+        b'{"type": "echo", "payload": -1e400}',
+        b'{"type": "echo", "payload": {"x": "\\ud800"}}',
+        b'{"type": "echo", "payload": "\\udfff tail"}',
+    ],
+    ids=["huge", "negative-huge", "lone-high-surrogate", "lone-low-surrogate"],
+)
+async def test_json_python_reads_but_json_cannot_carry_is_400(api, body):
+    await assert_refused_and_nothing_stored(api, body, 400)
+
+
+async def test_a_paired_surrogate_escape_is_fine(api):
+    job = await api.submit(type="echo", payload="\U0001f600")
+    assert (await api.job(job["id"], wait=5))["result"] == "\U0001f600"
+
+
+@pytest.mark.parametrize(
+    "deadline", ["0001-01-01T00:00:00+14:00", "1969-12-31T23:59:59Z", "9999-12-31T23:59:59-10:00"]
+)
+async def test_deadline_outside_representable_times_is_422(api, deadline):
+    body = f'{{"type": "echo", "deadline": "{deadline}"}}'.encode()
+    problem = await assert_refused_and_nothing_stored(api, body, 422)
+    assert problem["errors"][0]["field"] == "deadline"
+
+
+async def test_delivery_filter_outside_representable_times_is_422(api):
+    status, problem = await api.call("GET", "/v1/deliveries?since=0001-01-01T00:00:00%2B14:00")
+    assert status == 422
+    assert problem["errors"][0]["field"] == "since"
+
+
+async def test_phone_number_with_a_trailing_newline_is_422(api):
+    body = b'{"type": "echo", "notify": {"sms": "+1234567890\\n"}}'
+    await assert_refused_and_nothing_stored(api, body, 422)
+
+
+@pytest.mark.parametrize(
+    ("kind", "error_type"),
+    [("cancelled", "CancelledError"), ("exit", "SystemExit"), ("timeout", "TimeoutError")],
+)
+async def test_handler_raising_unusual_exceptions_fails_only_its_job(make_api, kind, error_type):
+    api = await make_api(handlers=HANDLERS)
+    job = await api.submit(type="raises", payload={"kind": kind})
+    done = await api.job(job["id"], wait=5)
+    assert done["status"] == "failed"
+    assert done["error"]["type"] == error_type
+    again = await api.submit(type="echo", payload=1)
+    assert (await api.job(again["id"], wait=5))["status"] == "succeeded"
+
+
+async def test_handlers_own_timeout_error_keeps_its_message(make_api):
+    api = await make_api(handlers=HANDLERS)
+    job = await api.submit(type="raises", payload={"kind": "timeout"})
+    done = await api.job(job["id"], wait=5)
+    assert done["error"] == {"type": "TimeoutError", "message": "upstream took too long"}
+
+
+@pytest.mark.parametrize("kind", ["nan", "surrogate"])
+async def test_result_json_cannot_carry_fails_the_job(make_api, make_receiver, kind):
+    api = await make_api(handlers=HANDLERS)
+    receiver = await make_receiver(200)
+    job = await api.submit(type="bad_result", payload={"kind": kind}, callback_url=receiver.url)
+    done = await api.job(job["id"], wait=5)
+    assert done["status"] == "failed"
+    [request] = await receiver.wait_for_requests(1)
+    assert b'"type":"job.failed"' in request.body
+
+
+async def test_same_idempotency_key_with_a_full_queue_never_500s(make_api):
+    api = await make_api(max_queue=1, workers=1, shutdown_grace=0)
+    await api.submit(type="sleep", payload={"seconds": 5})
+    await api.submit(type="sleep", payload={"seconds": 5})
+    answers = await asyncio.gather(
+        *(
+            api.call("POST", "/v1/jobs", json={"type": "echo"}, headers={"Idempotency-Key": "k"})
+            for _ in range(5)
+        )
+    )
+    assert {status for status, _ in answers} <= {202, 200, 503}
+    assert any(status == 503 for status, _ in answers)
+
+
+async def test_only_leases_in_hand_are_renewed(tmp_path):
+    store = SQLiteStore(str(tmp_path / "leases.db"))
+    await store.open()
+    try:
+        for _ in range(2):
+            job = NewJob(new_id("job"), "acme", "echo", 1, None, None, None, None, None, now())
+            await store.submit_job(job, 10)
+        start = now()
+        kept, dropped = await store.claim_jobs("me", 10, start, lease=0.5)
+        await store.renew_leases("me", [kept.id], [], start + 60)
+        # Later, another process finds only the job whose lease was not renewed.
+        taken = await store.claim_jobs("other", 10, start + 1, lease=30)
+        assert [job.id for job in taken] == [dropped.id]
+    finally:
+        await store.close()
