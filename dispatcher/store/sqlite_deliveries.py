@@ -1,0 +1,168 @@
+"""The SQLite store's deliveries: claim by host share, record attempts, list, replay."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from dispatcher.errors import Conflict, NotFound
+from dispatcher.store import sqlite_sql as sql
+from dispatcher.store.records import (
+    Attempt,
+    AttemptRecord,
+    Delivery,
+    DeliveryFilter,
+    DueDelivery,
+    Page,
+)
+from dispatcher.store.sqlite_base import SQLiteConnection, page_of
+from dispatcher.store.writer import Batch
+
+
+class SQLiteDeliveries(SQLiteConnection):
+    async def claim_deliveries(
+        self, owner: str, limit: int, now: float, lease: float, skip_hosts: Sequence[str] = ()
+    ) -> list[DueDelivery]:
+        params = (owner, now + lease, now, now, limit, json.dumps(list(skip_hosts)))
+
+        async def op(batch: Batch) -> list[Any]:
+            return list(await batch.db.execute_fetchall(sql.CLAIM_DELIVERIES, params))
+
+        rows = await self._write(op)
+        if not rows:
+            return []
+        job_ids = list({row["job_id"] for row in rows})
+        marks = ",".join("?" * len(job_ids))
+        jobs = await self._read(
+            f"SELECT id, event_body, deadline, notify FROM jobs WHERE id IN ({marks})", job_ids
+        )
+        by_id = {job["id"]: job for job in jobs}
+        return [
+            DueDelivery(
+                Delivery.from_row(row),
+                bytes(row["body"] or by_id[row["job_id"]]["event_body"]),
+                by_id[row["job_id"]]["deadline"],
+                json.loads(by_id[row["job_id"]]["notify"] or "null"),
+            )
+            for row in rows
+        ]
+
+    async def record_attempt(self, record: AttemptRecord) -> None:
+        attempt = record.attempt
+
+        async def op(batch: Batch) -> None:
+            # Deferred, in this order: each attempt's number is read from the
+            # row before the update counts it. A process has at most one
+            # attempt of a delivery in flight, so no batch holds two of one.
+            batch.defer(
+                sql.INSERT_ATTEMPT,
+                (
+                    record.delivery_id,
+                    attempt.started_at,
+                    attempt.duration_ms,
+                    attempt.status_code,
+                    attempt.error,
+                    attempt.response_body,
+                    str(attempt.trigger),
+                    attempt.by,
+                    record.delivery_id,
+                ),
+            )
+            batch.defer(
+                sql.UPDATE_AFTER_ATTEMPT,
+                (
+                    str(record.status),
+                    record.next_attempt_at,
+                    attempt.status_code,
+                    attempt.error,
+                    record.delivery_id,
+                ),
+            )
+            for d in record.follow_ups:
+                at = attempt.started_at
+                params = (d.id, str(d.channel), d.target, d.event_type, at, at, d.body, d.host)
+                batch.defer(sql.INSERT_FOLLOW_UP, (*params, record.delivery_id))
+
+        await self._write(op)
+
+    async def release_deliveries(self, owner: str, delivery_ids: list[str]) -> None:
+        async def op(batch: Batch) -> None:
+            await batch.db.executemany(
+                sql.RELEASE_DELIVERY, [(delivery_id, owner) for delivery_id in delivery_ids]
+            )
+
+        await self._write(op)
+
+    async def get_delivery(self, delivery_id: str, tenant: str | None) -> Delivery | None:
+        rows = await self._read(sql.GET_DELIVERY, (delivery_id, tenant, tenant))
+        if not rows:
+            return None
+        attempts = await self._read(sql.ATTEMPTS, (delivery_id,))
+        return Delivery.from_row(rows[0], tuple(Attempt.from_row(row) for row in attempts))
+
+    async def list_deliveries(self, where: DeliveryFilter) -> Page:
+        clause, params = _delivery_where(where)
+        if where.before is not None:
+            clause += " AND id < ?"
+            params.append(where.before)
+        rows = await self._read(
+            f"SELECT * FROM deliveries WHERE {clause} ORDER BY id DESC LIMIT ?",
+            (*params, where.limit + 1),
+        )
+        page = page_of(rows, where.limit, lambda row: row["id"])
+        return Page([Delivery.from_row(row) for row in page.items], page.next_cursor)
+
+    async def replay_delivery(
+        self, delivery_id: str, tenant: str | None, by: str, now: float
+    ) -> Delivery:
+        async def op(batch: Batch) -> Any:
+            rows = list(
+                await batch.db.execute_fetchall(
+                    sql.REPLAY_ONE, (now, by, delivery_id, tenant, tenant)
+                )
+            )
+            return rows[0] if rows else None
+
+        row = await self._write(op)
+        if row is not None:
+            return Delivery.from_row(row)
+        if await self.get_delivery(delivery_id, tenant) is None:
+            raise NotFound("no such delivery")
+        raise Conflict("the delivery is pending; only a finished delivery can be replayed")
+
+    async def replay_deliveries(
+        self, where: DeliveryFilter, by: str, now: float, dry_run: bool
+    ) -> int:
+        clause, params = _delivery_where(where)
+        if dry_run:
+            rows = await self._read(f"SELECT count(*) FROM deliveries WHERE {clause}", params)
+            return int(rows[0][0])
+
+        async def op(batch: Batch) -> int:
+            cursor = await batch.db.execute(
+                sql.REPLAY_MANY.format(where=clause), (now, by, *params)
+            )
+            return cursor.rowcount
+
+        return int(await self._write(op))
+
+
+def _delivery_where(where: DeliveryFilter) -> tuple[str, list[Any]]:
+    clauses, params = ["(? IS NULL OR tenant = ?)"], [where.tenant, where.tenant]
+    for column, value in (
+        ("status", where.status),
+        ("job_id", where.job_id),
+        ("endpoint_id", where.endpoint_id),
+        ("channel", where.channel),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(str(value))
+    if where.since is not None:
+        clauses.append("created_at >= ?")
+        params.append(where.since)
+    if where.until is not None:
+        clauses.append("created_at < ?")
+        params.append(where.until)
+    return " AND ".join(clauses), params

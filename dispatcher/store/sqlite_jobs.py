@@ -1,0 +1,208 @@
+"""The SQLite store's jobs: submit (group-committed), read, claim with leases, finish."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from dispatcher.errors import Conflict, QueueFull
+from dispatcher.store import sqlite_sql as sql
+from dispatcher.store.records import (
+    DeliveryStatus,
+    DeliverySummary,
+    Job,
+    JobFilter,
+    JobStatus,
+    NewJob,
+    Outcome,
+    Page,
+)
+from dispatcher.store.sqlite_base import SQLiteConnection, dump_json, page_of
+from dispatcher.store.writer import Batch
+
+
+class SQLiteJobs(SQLiteConnection):
+    async def submit_job(self, job: NewJob, max_queue: int) -> tuple[Job, bool]:
+        async def op(batch: Batch) -> str | None:
+            if job.idempotency_key is not None:
+                first = await _first_with_key(batch, job.tenant, job.idempotency_key)
+                if first is not None:
+                    if first[1] != job.request_hash:
+                        raise Conflict(
+                            "this Idempotency-Key was already used with a different request"
+                        )
+                    return first[0]
+            if batch.queued_jobs is None:
+                rows = await batch.db.execute_fetchall(sql.COUNT_QUEUED)
+                batch.queued_jobs = int(next(iter(rows))[0])
+            if batch.queued_jobs >= max_queue:
+                raise QueueFull(f"{batch.queued_jobs} jobs are queued; the limit is {max_queue}")
+            if job.idempotency_key is not None:
+                # Only now: a key is taken by a job that will be inserted.
+                batch.idempotency[job.tenant, job.idempotency_key] = (job.id, job.request_hash)
+            batch.defer(sql.INSERT_JOB, _job_params(job))
+            batch.queued_jobs += 1
+            return None
+
+        existing = await self._write(op)
+        if existing is not None:
+            found = await self.get_job(existing, job.tenant)
+            assert found is not None
+            return found, False
+        return _new_job_record(job), True
+
+    async def get_job(self, job_id: str, tenant: str | None) -> Job | None:
+        rows = await self._read(sql.GET_JOB, (job_id, tenant, tenant))
+        if not rows:
+            return None
+        summaries = await self._read(sql.JOB_DELIVERIES, (job_id,))
+        return Job.from_row(rows[0], tuple(_summary(row) for row in summaries))
+
+    async def list_jobs(self, where: JobFilter) -> Page:
+        clauses, params = ["(? IS NULL OR tenant = ?)"], [where.tenant, where.tenant]
+        if where.status is not None:
+            clauses.append("status = ?")
+            params.append(str(where.status))
+        if where.type is not None:
+            clauses.append("type = ?")
+            params.append(where.type)
+        if where.before is not None:
+            clauses.append("id < ?")
+            params.append(where.before)
+        query = f"SELECT * FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?"
+        rows = await self._read(query, (*params, where.limit + 1))
+        page = page_of(rows, where.limit, lambda row: row["id"])
+        jobs = [Job.from_row(row) for row in page.items]
+        return Page(await self._with_deliveries(jobs), page.next_cursor)
+
+    async def _with_deliveries(self, jobs: list[Job]) -> list[Job]:
+        if not jobs:
+            return jobs
+        marks = ",".join("?" * len(jobs))
+        rows = await self._read(
+            f"SELECT * FROM deliveries WHERE job_id IN ({marks}) ORDER BY id",
+            [job.id for job in jobs],
+        )
+        by_job: dict[str, list[DeliverySummary]] = {}
+        for row in rows:
+            by_job.setdefault(row["job_id"], []).append(_summary(row))
+        return [_replace_deliveries(job, tuple(by_job.get(job.id, ()))) for job in jobs]
+
+    async def claim_jobs(self, owner: str, limit: int, now: float, lease: float) -> list[Job]:
+        async def op(batch: Batch) -> list[Job]:
+            params = (owner, now + lease, now)
+            rows = list(await batch.db.execute_fetchall(sql.CLAIM_EXPIRED_JOBS, (*params, limit)))
+            if len(rows) < limit:
+                rows += await batch.db.execute_fetchall(
+                    sql.CLAIM_QUEUED_JOBS, (*params, now, limit - len(rows))
+                )
+            return [Job.from_row(row) for row in rows]
+
+        return list(await self._write(op))
+
+    async def finish_job(self, job_id: str, owner: str | None, outcome: Outcome) -> Job | None:
+        now = outcome.finished_at
+
+        async def op(batch: Batch) -> Job | None:
+            values = (
+                str(outcome.status),
+                dump_json(outcome.result),
+                dump_json(outcome.error),
+                now,
+                outcome.event_body,
+                job_id,
+            )
+            if owner is None:
+                rows = await batch.db.execute_fetchall(sql.FINISH_QUEUED_JOB, values)
+            else:
+                rows = await batch.db.execute_fetchall(sql.FINISH_RUNNING_JOB, (*values, owner))
+            rows = list(rows)
+            if not rows:
+                return None
+            job = Job.from_row(rows[0])
+            for d in outcome.deliveries:
+                params = (d.id, job.tenant, job.id, str(d.channel), d.target, d.endpoint_id)
+                values = (d.event_type, now, now, d.body, d.host)
+                batch.defer(sql.INSERT_DELIVERY, (*params, *values))
+            summaries = tuple(
+                DeliverySummary(d.id, str(d.channel), d.target, DeliveryStatus.PENDING, 0)
+                for d in outcome.deliveries
+            )
+            return _replace_deliveries(job, summaries)
+
+        result: Job | None = await self._write(op)
+        return result
+
+    async def requeue_job(self, job_id: str, owner: str, run_at: float) -> None:
+        async def op(batch: Batch) -> None:
+            await batch.db.execute(sql.REQUEUE_JOB, (run_at, job_id, owner))
+
+        await self._write(op)
+
+    async def release_jobs(self, owner: str, job_ids: list[str]) -> None:
+        async def op(batch: Batch) -> None:
+            await batch.db.executemany(sql.RELEASE_JOB, [(job_id, owner) for job_id in job_ids])
+
+        await self._write(op)
+
+    async def expired_deadlines(self, now: float, limit: int) -> list[Job]:
+        rows = await self._read(sql.EXPIRED_DEADLINES, (now, limit))
+        return [Job.from_row(row) for row in rows]
+
+
+async def _first_with_key(batch: Batch, tenant: str, key: str) -> tuple[str, str | None] | None:
+    """The job that took an idempotency key first: in this batch, or committed before."""
+    if (tenant, key) in batch.idempotency:
+        return batch.idempotency[tenant, key]
+    rows = await batch.db.execute_fetchall(sql.FIND_IDEMPOTENT, (tenant, key))
+    for row in rows:
+        return str(row["id"]), row["request_hash"]
+    return None
+
+
+def _job_params(job: NewJob) -> tuple[Any, ...]:
+    return (
+        job.id,
+        job.tenant,
+        job.type,
+        dump_json(job.payload) or "null",
+        job.callback_url,
+        job.endpoint_id,
+        dump_json(job.notify),
+        dump_json(job.metadata),
+        job.deadline,
+        job.created_at,
+        job.created_at,
+        job.idempotency_key,
+        job.request_hash,
+    )
+
+
+def _new_job_record(job: NewJob) -> Job:
+    return Job(
+        id=job.id,
+        tenant=job.tenant,
+        type=job.type,
+        status=JobStatus.QUEUED,
+        payload=job.payload,
+        result=None,
+        error=None,
+        callback_url=job.callback_url,
+        endpoint_id=job.endpoint_id,
+        notify=job.notify,
+        metadata=job.metadata,
+        deadline=job.deadline,
+        created_at=job.created_at,
+        started_at=None,
+        finished_at=None,
+    )
+
+
+def _summary(row: Any) -> DeliverySummary:
+    return DeliverySummary(
+        row["id"], row["channel"], row["target"], row["status"], row["attempt_count"]
+    )
+
+
+def _replace_deliveries(job: Job, deliveries: tuple[DeliverySummary, ...]) -> Job:
+    return replace(job, deliveries=deliveries)
