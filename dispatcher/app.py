@@ -7,6 +7,7 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -81,36 +82,47 @@ async def _stop_taking_work(app: web.Application) -> None:
     parts.hub.close()
 
 
+@dataclass(slots=True)
+class _Running:
+    """What the app started, stopped in the order that loses nothing."""
+
+    store: Store
+    pool: WorkerPool
+    deliverer: Deliverer
+    housekeeping: Housekeeping
+    sessions: tuple[aiohttp.ClientSession, ...]
+
+    def start(self) -> None:
+        self.pool.start()
+        self.deliverer.start()
+        self.housekeeping.start()
+
+    async def stop(self, grace: float) -> None:
+        # Jobs first (a finishing job creates deliveries), then deliveries,
+        # then upkeep; the store closes last, after every write.
+        await self.pool.stop(grace)
+        await self.deliverer.stop(grace)
+        await self.housekeeping.stop()
+        for session in self.sessions:
+            await session.close()
+        await self.store.close()
+
+
 async def _run_parts(
     app: web.Application, settings: Settings, store: Store, announce: Announce | None
 ) -> AsyncIterator[None]:
     await store.open()
-    registry = load_registry(settings.handlers)
     network = NetworkPolicy(settings.allow_networks)
     session = aiohttp.ClientSession(
         connector=network.connector(limit=settings.delivery_concurrency),
         headers={"user-agent": f"dispatcher/{__version__}"},
     )
-    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-    hub = EventHub()
-
-    async def tenant_secrets(delivery: Delivery) -> list[str]:
-        found = await store.tenant_secrets(delivery.tenant)
-        return found.active(now()) if found else []
-
     # The operator's own SMS gateway is trusted: its session skips the network guard.
     gateway_session = aiohttp.ClientSession()
-    senders = _senders(settings, session, gateway_session, tenant_secrets)
-    deliverer = Deliverer(
-        store,
-        senders,
-        RetryPolicy(settings.retry_schedule),
-        owner=owner,
-        concurrency=settings.delivery_concurrency,
-        per_host=settings.delivery_per_host,
-        lease=settings.lease_seconds,
-        poll_interval=settings.poll_interval,
-    )
+    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    hub = EventHub()
+    deliverer = _deliverer(settings, store, owner, session, gateway_session)
+    registry = load_registry(settings.handlers)
     pool = WorkerPool(
         store,
         registry,
@@ -131,35 +143,39 @@ async def _run_parts(
     )
     bootstrap = settings.admin_key.get_secret_value() if settings.admin_key else None
     await _bootstrap(store, bootstrap, announce)
-    app[SERVICES] = Services(
-        settings=settings,
-        store=store,
-        registry=registry,
-        hub=hub,
-        network=network,
-        auth=Authenticator(store, bootstrap),
-        pool=pool,
-        deliverer=deliverer,
-    )
-    pool.start()
-    deliverer.start()
-    housekeeping.start()
-    log.info(
-        "dispatcher.started",
-        extra={"action": "dispatcher.started", "owner": owner, "workers": settings.workers},
-    )
+    auth = Authenticator(store, bootstrap)
+    app[SERVICES] = Services(settings, store, registry, hub, network, auth, pool, deliverer)
+    running = _Running(store, pool, deliverer, housekeeping, (session, gateway_session))
+    running.start()
+    log.info("dispatcher.started", extra={"action": "dispatcher.started", "owner": owner})
     try:
         yield
     finally:
-        # Order matters: stop taking jobs first (a finishing job creates
-        # deliveries), then deliveries, then upkeep, and close the store last.
-        await pool.stop(settings.shutdown_grace)
-        await deliverer.stop(settings.shutdown_grace)
-        await housekeeping.stop()
-        await session.close()
-        await gateway_session.close()
-        await store.close()
+        await running.stop(settings.shutdown_grace)
         log.info("dispatcher.stopped", extra={"action": "dispatcher.stopped"})
+
+
+def _deliverer(
+    settings: Settings,
+    store: Store,
+    owner: str,
+    session: aiohttp.ClientSession,
+    gateway_session: aiohttp.ClientSession,
+) -> Deliverer:
+    async def tenant_secrets(delivery: Delivery) -> list[str]:
+        found = await store.tenant_secrets(delivery.tenant)
+        return found.active(now()) if found else []
+
+    return Deliverer(
+        store,
+        _senders(settings, session, gateway_session, tenant_secrets),
+        RetryPolicy(settings.retry_schedule),
+        owner=owner,
+        concurrency=settings.delivery_concurrency,
+        per_host=settings.delivery_per_host,
+        lease=settings.lease_seconds,
+        poll_interval=settings.poll_interval,
+    )
 
 
 def _senders(

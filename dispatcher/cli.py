@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dispatcher import cli_output as output
 from dispatcher.client import Client, ClientError, rfc3339
 from dispatcher.receiver import Outcome, RawRequestError, check, check_secret, parse_request
 from dispatcher.receiver import receiver_app as make_receiver_app
@@ -22,15 +23,6 @@ from dispatcher.receiver import receiver_app as make_receiver_app
 DEFAULT_URL = "http://127.0.0.1:8080"
 DURATION = re.compile(r"^\s*([0-9]+)\s*([smhdw])\s*$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-LIST_COLUMNS = (
-    ("id", "ID"),
-    ("status", "STATUS"),
-    ("channel", "CHANNEL"),
-    ("target", "TARGET"),
-    ("attempt_count", "ATTEMPTS"),
-    ("last_status_code", "CODE"),
-    ("created_at", "CREATED"),
-)
 
 Command = Callable[[Client, argparse.Namespace], Awaitable[int]]
 
@@ -144,7 +136,7 @@ async def deliveries_list(client: Client, args: argparse.Namespace) -> int:
         for item in items:
             print(json.dumps(item))
     elif items:
-        print("\n".join(_table(items)))
+        print("\n".join(output.table(items)))
     else:
         print("no deliveries")
     if cursor and len(items) >= args.limit:
@@ -155,7 +147,7 @@ async def deliveries_list(client: Client, args: argparse.Namespace) -> int:
 @remote
 async def deliveries_show(client: Client, args: argparse.Namespace) -> int:
     delivery = await client.show_delivery(args.id)
-    print(json.dumps(delivery, indent=2) if args.json else "\n".join(_describe(delivery)))
+    print(json.dumps(delivery, indent=2) if args.json else "\n".join(output.describe(delivery)))
     return 0
 
 
@@ -181,7 +173,7 @@ async def _replay(client: Client, args: argparse.Namespace) -> int:
             failures.append(f"{delivery_id}: {exc}")
     replayed = len(args.ids) - len(failures)
     if replayed or not failures:
-        print(f"replayed {_count(replayed)}")
+        print(f"replayed {output.count(replayed)}")
     if failures:
         raise Failure(f"could not replay {len(failures)} of {len(args.ids)}: {'; '.join(failures)}")
     return 0
@@ -197,9 +189,9 @@ async def _replay_matching(client: Client, args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     if args.dry_run:
-        print(f"{_count(answer['matched'])} would be replayed (dry run: nothing changed)")
+        print(f"{output.count(answer['matched'])} would be replayed (dry run: nothing changed)")
     else:
-        print(f"replayed {_count(answer['replayed'])}")
+        print(f"replayed {output.count(answer['replayed'])}")
     return 0
 
 
@@ -252,69 +244,6 @@ def _check_secret(secrets: list[str]) -> None:
         check_secret(secrets)
     except (TypeError, ValueError) as exc:
         raise Failure(f"invalid --secret: {exc}", 2) from exc
-
-
-# Output
-
-
-def _cell(value: Any) -> str:
-    return "-" if value is None else str(value)
-
-
-def _table(rows: list[dict[str, Any]]) -> list[str]:
-    cells = [[title for _, title in LIST_COLUMNS]]
-    cells += [[_cell(row.get(name)) for name, _ in LIST_COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(LIST_COLUMNS))]
-    return [
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
-    ]
-
-
-def _describe(delivery: dict[str, Any]) -> list[str]:
-    fields = (
-        ("delivery", "id"),
-        ("job", "job_id"),
-        ("status", "status"),
-        ("channel", "channel"),
-        ("target", "target"),
-        ("event", "event_type"),
-        ("endpoint", "endpoint_id"),
-        ("attempts", "attempt_count"),
-        ("next attempt", "next_attempt_at"),
-        ("last code", "last_status_code"),
-        ("last error", "last_error"),
-        ("created", "created_at"),
-    )
-    lines = [f"{label:<14}{_cell(delivery.get(name))}" for label, name in fields]
-    for attempt in delivery.get("attempts") or []:
-        lines += ["", *_describe_attempt(attempt)]
-    return lines
-
-
-def _describe_attempt(attempt: dict[str, Any]) -> list[str]:
-    trigger = _cell(attempt.get("trigger"))
-    if attempt.get("by"):
-        trigger += f" by {attempt['by']}"
-    code = attempt.get("status_code")
-    outcome = f"HTTP {code}" if code is not None else "no response"
-    lines = [
-        f"attempt {_cell(attempt.get('number'))}  {_cell(attempt.get('started_at'))}  "
-        f"{trigger}  {outcome}  {_cell(attempt.get('duration_ms'))} ms"
-    ]
-    if attempt.get("error"):
-        lines.append(f"  error:    {_clip(attempt['error'])}")
-    if attempt.get("response_body"):
-        lines.append(f"  response: {_clip(attempt['response_body'])}")
-    return lines
-
-
-def _clip(text: str, size: int = 200) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= size else flat[: size - 1] + "…"
-
-
-def _count(n: int) -> str:
-    return f"{n} delivery" if n == 1 else f"{n} deliveries"
 
 
 # Arguments
