@@ -61,6 +61,8 @@ class Authenticator:
         self._touched: dict[str, float] = {}
 
     async def authenticate(self, token: str) -> Principal | None:
+        if not token.isascii():
+            return None  # keys are ASCII; anything else cannot match (nor be hashed as is)
         if self._bootstrap and hmac.compare_digest(token.encode(), self._bootstrap.encode()):
             # Not token[:12]: the operator chose this key, and a prefix of it
             # shows in attempts ("by") that tenants can read.

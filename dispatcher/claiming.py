@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+CANCEL_WAIT = 5.0
+
 
 class ClaimLoop(ABC, Generic[T]):
     name = "claim"
@@ -78,7 +80,9 @@ class ClaimLoop(ABC, Generic[T]):
         unfinished = list(self._active)
         for task in self._active.values():
             task.cancel()
-        await asyncio.gather(*self._active.values(), return_exceptions=True)
+        if self._active:
+            # Bounded: work that ignores its cancellation must not hold the exit.
+            await asyncio.wait(list(self._active.values()), timeout=CANCEL_WAIT)
         if unfinished:
             await self._release(unfinished)
             log.info(

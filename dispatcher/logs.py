@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from typing import Any
 
@@ -18,6 +19,29 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD}
 
 
+# What a secret of ours looks like, wherever a line came from (aiohttp echoing a
+# request line with ?token=, a library's traceback). Defence in depth: our own
+# lines never carry one.
+SECRET = re.compile(r"(dk_|whsec_|whsk_)[A-Za-z0-9_\-+/=]{6,}|(token=)[^&\s'\"]+")
+
+
+def redact(text: str) -> str:
+    return SECRET.sub(lambda m: f"{m.group(1) or m.group(2)}***", text)
+
+
+class RedactSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {
@@ -28,7 +52,7 @@ class JsonFormatter(logging.Formatter):
             **_extras(record),
         }
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(line, default=str)
 
 
@@ -45,9 +69,13 @@ def configure(log_format: str, level: str) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # At DEBUG aiosqlite logs every statement with its parameters: payloads,
+    # results and signing secrets. Never below WARNING.
+    logging.getLogger("aiosqlite").setLevel(max(logging.WARNING, root.level))
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -6,11 +6,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from dispatcher.claiming import ClaimLoop
 from dispatcher.delivery.plan import finished
 from dispatcher.events import EventHub
-from dispatcher.handlers import Registry, Retry
+from dispatcher.handlers import Handler, Registry, Retry
 from dispatcher.ids import now
 from dispatcher.store.base import Store
 from dispatcher.store.records import Job, JobStatus, Outcome
@@ -56,7 +57,7 @@ class WorkerPool(ClaimLoop[Job]):
             if outcome is not None:
                 # Shielded: once a handler has produced a result, shutdown must
                 # not cancel the write that records it.
-                await asyncio.shield(self._finish(item, self._owner, outcome))
+                await asyncio.shield(self._finish_or_fail(item, outcome))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -75,16 +76,12 @@ class WorkerPool(ClaimLoop[Job]):
             error = {"type": "unknown_type", "message": f"no handler for job type {job.type!r}"}
             return finished(job, JobStatus.FAILED, now(), error=error)
         self._hub.publish(job)
-        limit = asyncio.timeout(handler.timeout)
         try:
-            async with limit:
-                result = await handler.run(job.payload)
+            result = await _call(handler, job.payload)
             return finished(job, JobStatus.SUCCEEDED, now(), result=result)
         except Retry as retry:
             return await self._retry(job, handler.retries, retry.after)
-        except TimeoutError as exc:
-            if not limit.expired():
-                return _failed(job, exc)  # the handler's own TimeoutError
+        except _Overran:
             error = {"type": "timeout", "message": f"the job ran longer than {handler.timeout:g}s"}
             return finished(job, JobStatus.FAILED, now(), error=error)
         except asyncio.CancelledError as exc:
@@ -92,8 +89,9 @@ class WorkerPool(ClaimLoop[Job]):
             if task is not None and task.cancelling():
                 raise  # shutdown: the job is released, not failed
             return _failed(job, exc)
-        except (Exception, SystemExit) as exc:
-            # SystemExit too: a handler must not be able to stop the service.
+        except _Escaped as escaped:
+            return _failed(job, escaped.original)
+        except Exception as exc:
             return _failed(job, exc)
 
     async def _retry(self, job: Job, retries: int, after: float) -> Outcome | None:
@@ -107,6 +105,23 @@ class WorkerPool(ClaimLoop[Job]):
             "message": f"the handler asked for a retry after {retries} retries",
         }
         return finished(job, JobStatus.FAILED, now(), error=error)
+
+    async def _finish_or_fail(self, job: Job, outcome: Outcome) -> None:
+        try:
+            await self._finish(job, self._owner, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Left running, the job would run again at every lease, forever.
+            # Fail it, with no deliveries: those are what may not be storable.
+            log.exception(
+                "job.finish_failed", extra={"action": "job.finish_failed", "job_id": job.id}
+            )
+            message = f"the outcome could not be recorded: {type(exc).__name__}"
+            fallback = finished(
+                job, JobStatus.FAILED, now(), error={"type": "internal", "message": message}
+            )
+            await self._finish(job, self._owner, replace(fallback, deliveries=()))
 
     async def _finish(self, job: Job, owner: str | None, outcome: Outcome) -> Job | None:
         done = await self._store.finish_job(job.id, owner, outcome)
@@ -130,6 +145,54 @@ class WorkerPool(ClaimLoop[Job]):
         for job in jobs:
             await self.cancel(job, _deadline_error(job))
         return len(jobs)
+
+
+class _Overran(Exception):
+    """The handler outlived its timeout."""
+
+
+async def _call(handler: Handler, payload: Any) -> Any:
+    """The handler's result, or _Overran once its timeout passes.
+
+    The handler runs as a task of its own and is waited for, not awaited: one
+    that swallows CancelledError would otherwise hold its slot (and shutdown)
+    for as long as it likes. Past the timeout it is cancelled and left behind.
+    """
+    task = asyncio.ensure_future(_contained(handler, payload))
+    try:
+        done, _ = await asyncio.wait({task}, timeout=handler.timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        task.add_done_callback(_forget)
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_forget)
+        raise _Overran()
+    return task.result()
+
+
+class _Escaped(Exception):
+    """A SystemExit from a handler, carried as an ordinary exception."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+async def _contained(handler: Handler, payload: Any) -> Any:
+    # asyncio lets a task's SystemExit out of the event loop, stopping the
+    # process: inside the task, it must become an ordinary exception.
+    try:
+        return await handler.run(payload)
+    except SystemExit as exc:
+        raise _Escaped(exc) from exc
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Take an abandoned handler's end, so asyncio does not log it as unretrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _failed(job: Job, exc: BaseException) -> Outcome:

@@ -7,8 +7,9 @@ import asyncio
 
 import pytest
 
+from dispatcher.delivery.plan import finished
 from dispatcher.ids import new_id, now
-from dispatcher.store.records import NewJob
+from dispatcher.store.records import JobStatus, NewJob
 from dispatcher.store.sqlite import SQLiteStore
 
 HANDLERS = "tests.support.handlers"
@@ -125,3 +126,69 @@ async def test_only_leases_in_hand_are_renewed(tmp_path):
         assert [job.id for job in taken] == [dropped.id]
     finally:
         await store.close()
+
+
+async def test_handler_that_swallows_cancellation_still_times_out(make_api):
+    api = await make_api(handlers=HANDLERS, shutdown_grace=0)
+    job = await api.submit(type="stubborn", payload={})
+    done = await api.job(job["id"], wait=5)
+    assert done["status"] == "failed"
+    assert done["error"]["type"] == "timeout"
+
+
+async def test_callback_port_written_with_a_plus_sign_is_delivered(api, make_receiver):
+    receiver = await make_receiver(200)
+    port = receiver.url.split(":")[2].split("/")[0]
+    url = receiver.url.replace(f":{port}/", f":+{port}/")
+    job = await api.submit(type="echo", payload=1, callback_url=url)
+    delivery = await api.settled_delivery(job["id"])
+    assert delivery["status"] == "succeeded"
+    assert len(receiver.requests) == 1
+
+
+async def test_query_token_counts_only_on_the_stream_routes(api):
+    async with api.client.delete(f"/v1/keys/ws?token={api.key}") as response:
+        assert response.status == 401
+
+
+@pytest.mark.parametrize("token", ["dk_\u00ff\u00fe", "dk_caf\u00e9"])
+async def test_non_ascii_key_is_401_not_500(api, token):
+    async with api.client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 401
+        assert r.content_type == "application/problem+json"
+
+
+async def test_non_ascii_idempotency_key_is_422(api):
+    status, problem = await api.call(
+        "POST", "/v1/jobs", json={"type": "echo"}, headers={"Idempotency-Key": "k\u00ff"}
+    )
+    assert status == 422
+    assert problem["errors"][0]["field"] == "Idempotency-Key"
+    _, listed = await api.call("GET", "/v1/jobs")
+    assert listed["items"] == []
+
+
+async def test_pending_deliveries_from_before_hosts_get_one_on_open(tmp_path):
+    path = str(tmp_path / "old.db")
+    store = SQLiteStore(path)
+    await store.open()
+    job = NewJob(
+        new_id("job"), "acme", "echo", 1, "http://127.0.0.1:9/h", None, None, None, None, now()
+    )
+    await store.submit_job(job, 10)
+    [claimed] = await store.claim_jobs("a", 10, now(), lease=30)
+    await store.finish_job(job.id, "a", finished(claimed, JobStatus.SUCCEEDED, now()))
+    await store._writer.write(_null_hosts)  # as migration 3 left older rows
+    await store.close()
+
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        rows = await store._read("SELECT host FROM deliveries")
+        assert [row["host"] for row in rows] == ["127.0.0.1:9"]
+    finally:
+        await store.close()
+
+
+async def _null_hosts(batch) -> None:
+    await batch.db.execute("UPDATE deliveries SET host = NULL")

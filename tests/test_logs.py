@@ -51,3 +51,35 @@ async def test_access_log_leaves_out_the_query_string(
     assert {r.path for r in requests} == {"/v1/jobs"}
     assert {r.status for r in requests} == {401, 200}
     assert ADMIN_KEY not in caplog.text
+
+
+def test_debug_level_never_lets_aiosqlite_log_statements():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.configure("text", "DEBUG")
+        assert not logging.getLogger("aiosqlite").isEnabledFor(logging.DEBUG)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_keys_and_tokens_are_masked_in_any_line_and_traceback(capsys):
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logs.configure("json", "INFO")
+    try:
+        try:
+            raise ValueError(f"bad request line GET /x?token={ADMIN_KEY}&a=1")
+        except ValueError:
+            logging.getLogger("aiohttp.server").exception(
+                "Error handling request %s", "whsec_QUJDREVGR0hJSktMTU5PUFFS"
+            )
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert ADMIN_KEY not in line and "QUJDREVGR0hJ" not in line
+    record = json.loads(line)
+    assert "token=***" in record["exception"]
+    assert record["event"] == "Error handling request whsec_***"

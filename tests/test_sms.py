@@ -123,7 +123,7 @@ def test_job_text_is_short_with_id_and_status():
     assert len(text) <= 160
 
 
-def test_callback_failed_text_names_host_and_error_within_320_chars():
+def test_callback_failed_text_names_the_url_and_error_within_320_chars():
     job_id, job_body = job_event()
     event = json.loads(job_body)
     event["type"] = "job.callback_failed"
@@ -137,7 +137,7 @@ def test_callback_failed_text_names_host_and_error_within_320_chars():
     text = sms_text(json.dumps(event).encode())
 
     assert text.startswith(
-        f"Job {job_id}: webhook to hooks.example.com failed: connection refused x"
+        f"Job {job_id}: webhook to https://hooks.example.com/in failed: connection refused x"
     )
     assert "token=abc" not in text
     assert "\n" not in text

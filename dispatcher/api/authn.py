@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from dispatcher.api.context import PRINCIPAL, services
@@ -9,8 +11,8 @@ from dispatcher.api.problems import Handler
 from dispatcher.auth import Principal
 from dispatcher.errors import Forbidden, Unauthorized
 
-# Browsers cannot set headers on these, so they take the key as ?token= too.
-TOKEN_IN_QUERY = ("/ws", "/events")
+# Browsers cannot set headers on these three, so they alone take ?token=.
+STREAMS = re.compile(r"/v1/jobs/[^/]+/(ws|events)|/v1/events/ws")
 
 
 def _token(request: web.Request) -> str | None:
@@ -18,7 +20,7 @@ def _token(request: web.Request) -> str | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    if request.path.endswith(TOKEN_IN_QUERY):
+    if STREAMS.fullmatch(request.path):
         return request.query.get("token")
     return None
 

@@ -67,19 +67,28 @@ class Deliverer(ClaimLoop[DueDelivery]):
         claimed = await self._store.claim_deliveries(
             self._owner, limit, now(), self._lease, skip_hosts=full
         )
+        load = Counter(self._host_load)
         start, extra = [], []
         for due in claimed:
-            host = _host(due)
             if due.delivery.id in self._active:
-                continue  # still in flight here; counted already
-            if self._host_load[host] < self._per_host:
-                self._host_load[host] += 1
+                continue  # still in flight here
+            host = _host(due)
+            if load[host] < self._per_host:
+                load[host] += 1
                 start.append(due)
             else:
                 extra.append(due.delivery.id)
         if extra:
             # One claim may bring more for a host than its share: hand them back.
-            await self._store.release_deliveries(self._owner, extra)
+            try:
+                await self._store.release_deliveries(self._owner, extra)
+            except Exception:
+                log.exception(
+                    "delivery.release_failed", extra={"action": "delivery.release_failed"}
+                )
+        # Counted only now, when nothing can fail before their tasks start.
+        for due in start:
+            self._host_load[_host(due)] += 1
         return start
 
     def _key(self, item: DueDelivery) -> str:
@@ -150,8 +159,8 @@ class Deliverer(ClaimLoop[DueDelivery]):
                 started_at=started,
                 duration_ms=duration_ms,
                 status_code=result.status_code,
-                error=result.error,
-                response_body=result.response_body,
+                error=_text(result.error),
+                response_body=_text(result.response_body),
                 trigger=delivery.trigger,
                 by=delivery.triggered_by,
             ),
@@ -171,3 +180,15 @@ class Deliverer(ClaimLoop[DueDelivery]):
 
 def _host(due: DueDelivery) -> str:
     return delivery_host(due.delivery.channel, due.delivery.target)
+
+
+def _text(value: str | None) -> str | None:
+    """What a far end said, made storable: a relay may answer in Latin-1, which
+    arrives as lone surrogates that neither SQLite nor JSON can hold."""
+    if value is None:
+        return None
+    try:
+        # Bytes that came in escaped go back to bytes, then each bad one is marked.
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode()

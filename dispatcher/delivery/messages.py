@@ -106,8 +106,8 @@ def sms_text(body: bytes) -> str:
             text += f": {_compact(error['type'])}"
         return _cut(text, MAX_JOB_SMS)
     callback = event.callback
-    host = _host(callback.get("url"))
-    text = f"Job {job_id}: webhook to {host} failed: {_compact(_last_error(callback))}"
+    url = _compact(_short_url(callback.get("url")))
+    text = f"Job {job_id}: webhook to {url} failed: {_compact(_last_error(callback))}"
     return _cut(text, MAX_CALLBACK_SMS)
 
 
@@ -232,11 +232,15 @@ def _display_url(url: Any) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _host(url: Any) -> str:
+def _short_url(url: Any) -> str:
+    """The URL for a text message: no userinfo and no query (either may hold a secret)."""
+    text = str(url or "")
     try:
-        return _compact(urlsplit(str(url or "")).hostname or url)
+        parts = urlsplit(text)
     except ValueError:
-        return _compact(url)
+        return text
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _one_line(value: Any) -> str:

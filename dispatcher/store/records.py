@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
+
+from yarl import URL
 
 from dispatcher.ids import rfc3339
 
@@ -48,8 +49,12 @@ def delivery_host(channel: Channel, target: str) -> str:
     """
     if channel is not Channel.WEBHOOK:
         return str(channel)
-    url = urlsplit(target)
-    return f"{(url.hostname or '').lower()}:{url.port or (443 if url.scheme == 'https' else 80)}"
+    try:
+        # yarl, as aiohttp reads the URL when it sends, so both agree on the host.
+        url = URL(target)
+        return f"{(url.host or '').lower()}:{url.port}"
+    except (ValueError, TypeError):
+        return target
 
 
 def _load(text: str | bytes | None) -> Any:

@@ -10,7 +10,9 @@ import aiosqlite
 
 from dispatcher.store.migrations import MIGRATIONS
 from dispatcher.store.records import (
+    Channel,
     Page,
+    delivery_host,
 )
 from dispatcher.store.writer import GroupWriter
 
@@ -48,9 +50,25 @@ class SQLiteConnection:
         # FULL: a 202 means the job survives power loss too, not only a crash.
         await self._db.execute("PRAGMA synchronous = FULL")
         await self._migrate(self._db)
+        await self._fill_hosts(self._db)
         self._reader = await self._connect()
         self._writer = GroupWriter(self._db)
         self._writer.start()
+
+    async def _fill_hosts(self, db: aiosqlite.Connection) -> None:
+        """Give pending deliveries from before migration 3 their host.
+
+        SQL cannot parse a URL, so this is done here; without it their
+        backlog would slip past the per-host share.
+        """
+        rows = await db.execute_fetchall(
+            "SELECT id, channel, target FROM deliveries WHERE host IS NULL AND status = 'pending'"
+        )
+        hosts = [(delivery_host(Channel(r["channel"]), r["target"]), r["id"]) for r in rows]
+        if hosts:
+            await db.execute("BEGIN IMMEDIATE")
+            await db.executemany("UPDATE deliveries SET host = ? WHERE id = ?", hosts)
+            await db.execute("COMMIT")
 
     async def _migrate(self, db: aiosqlite.Connection) -> None:
         await db.execute("BEGIN IMMEDIATE")

@@ -58,3 +58,16 @@ async def raises(payload: dict) -> None:
 @handler("bad_result")
 async def bad_result(payload: dict) -> object:
     return {"nan": float("nan")} if payload["kind"] == "nan" else {"text": "\ud800"}
+
+
+@handler("stubborn", timeout=0.3)
+async def stubborn(payload: dict) -> str:
+    """Swallows its cancellation and carries on: its timeout must still end the job."""
+    import asyncio
+
+    for _ in range(10):  # 1 s: ends by itself, so the test's loop can close
+        try:
+            await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            continue
+    return "too late"
