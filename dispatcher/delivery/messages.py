@@ -106,7 +106,7 @@ def sms_text(body: bytes) -> str:
             text += f": {_compact(error['type'])}"
         return _cut(text, MAX_JOB_SMS)
     callback = event.callback
-    url = _compact(_short_url(callback.get("url")))
+    url = _compact(_display_url(callback.get("url"), short=True))
     text = f"Job {job_id}: webhook to {url} failed: {_compact(_last_error(callback))}"
     return _cut(text, MAX_CALLBACK_SMS)
 
@@ -219,28 +219,23 @@ def _api_link(public_url: str, collection: str, object_id: str) -> str:
     return f"{public_url.rstrip('/')}/v1/{collection}/{quote(object_id, safe='')}"
 
 
-def _display_url(url: Any) -> str:
-    """The URL without a password in it: an email is read in more places than the API."""
-    text = str(url or "")
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return text
-    if parts.password is None:
-        return text
-    netloc = f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"
-    return urlunsplit(parts._replace(netloc=netloc))
+def _display_url(url: Any, *, short: bool = False) -> str:
+    """The URL without a password: an email is read in more places than the API.
 
-
-def _short_url(url: Any) -> str:
-    """The URL for a text message: no userinfo and no query (either may hold a secret)."""
+    `short`, for a text message, leaves out the userinfo and the query entirely
+    (either may hold a secret).
+    """
     text = str(url or "")
     try:
         parts = urlsplit(text)
     except ValueError:
         return text
     host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    if short:
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    if parts.password is None:
+        return text
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _one_line(value: Any) -> str:

@@ -21,6 +21,19 @@ def dump_json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
+def tenant_and_equal(tenant: str | None, *pairs: tuple[str, Any]) -> tuple[list[str], list[Any]]:
+    """WHERE clauses: the tenant's rows (all for None), and each column equal to its value.
+
+    A None value puts no condition on its column.
+    """
+    clauses, params = ["(? IS NULL OR tenant = ?)"], [tenant, tenant]
+    for column, value in pairs:
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(str(value))
+    return clauses, params
+
+
 def page_of(items: list[Any], limit: int, cursor_of: Any) -> Page:
     if len(items) > limit:
         items = items[:limit]

@@ -16,7 +16,7 @@ from dispatcher.store.records import (
     DueDelivery,
     Page,
 )
-from dispatcher.store.sqlite_base import SQLiteConnection, page_of
+from dispatcher.store.sqlite_base import SQLiteConnection, page_of, tenant_and_equal
 from dispatcher.store.writer import Batch
 
 
@@ -149,16 +149,13 @@ class SQLiteDeliveries(SQLiteConnection):
 
 
 def _delivery_where(where: DeliveryFilter) -> tuple[str, list[Any]]:
-    clauses, params = ["(? IS NULL OR tenant = ?)"], [where.tenant, where.tenant]
-    for column, value in (
+    clauses, params = tenant_and_equal(
+        where.tenant,
         ("status", where.status),
         ("job_id", where.job_id),
         ("endpoint_id", where.endpoint_id),
         ("channel", where.channel),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(str(value))
+    )
     if where.since is not None:
         clauses.append("created_at >= ?")
         params.append(where.since)

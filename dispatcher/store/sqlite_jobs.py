@@ -17,7 +17,7 @@ from dispatcher.store.records import (
     Outcome,
     Page,
 )
-from dispatcher.store.sqlite_base import SQLiteConnection, dump_json, page_of
+from dispatcher.store.sqlite_base import SQLiteConnection, dump_json, page_of, tenant_and_equal
 from dispatcher.store.writer import Batch
 
 
@@ -59,13 +59,9 @@ class SQLiteJobs(SQLiteConnection):
         return Job.from_row(rows[0], tuple(_summary(row) for row in summaries))
 
     async def list_jobs(self, where: JobFilter) -> Page:
-        clauses, params = ["(? IS NULL OR tenant = ?)"], [where.tenant, where.tenant]
-        if where.status is not None:
-            clauses.append("status = ?")
-            params.append(str(where.status))
-        if where.type is not None:
-            clauses.append("type = ?")
-            params.append(where.type)
+        clauses, params = tenant_and_equal(
+            where.tenant, ("status", where.status), ("type", where.type)
+        )
         if where.before is not None:
             clauses.append("id < ?")
             params.append(where.before)
