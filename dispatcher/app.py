@@ -26,7 +26,7 @@ from dispatcher.delivery.policy import RetryPolicy
 from dispatcher.delivery.sms import SmsSender
 from dispatcher.delivery.webhook import SecretsFor, WebhookSender
 from dispatcher.events import EventHub
-from dispatcher.handlers import load_registry
+from dispatcher.handlers import Registry, load_registry
 from dispatcher.housekeeping import Housekeeping
 from dispatcher.ids import now
 from dispatcher.settings import Settings
@@ -57,11 +57,13 @@ def create_app(settings: Settings, *, announce: Announce | None = None) -> web.A
     )
     for module in (service, keys, jobs, deliveries, stream):
         app.add_routes(module.routes)
-    # Made here, not at startup, so a bad database URL fails before serving.
+    # Made here, not at startup, so a bad database URL or a handler module
+    # that does not import fails before anything is opened.
     store = open_store(settings)
+    registry = load_registry(settings.handlers)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        async for _ in _run_parts(app, settings, store, announce):
+        async for _ in _run_parts(app, settings, store, registry, announce):
             yield
 
     app.cleanup_ctx.append(lifecycle)
@@ -109,9 +111,34 @@ class _Running:
 
 
 async def _run_parts(
-    app: web.Application, settings: Settings, store: Store, announce: Announce | None
+    app: web.Application,
+    settings: Settings,
+    store: Store,
+    registry: Registry,
+    announce: Announce | None,
 ) -> AsyncIterator[None]:
     await store.open()
+    try:
+        running = await _start_parts(app, settings, store, registry, announce)
+    except BaseException:
+        # A half-started app must still let go of the database (its threads
+        # would otherwise keep the process alive after the error is printed).
+        await store.close()
+        raise
+    try:
+        yield
+    finally:
+        await running.stop(settings.shutdown_grace)
+        log.info("dispatcher.stopped", extra={"action": "dispatcher.stopped"})
+
+
+async def _start_parts(
+    app: web.Application,
+    settings: Settings,
+    store: Store,
+    registry: Registry,
+    announce: Announce | None,
+) -> _Running:
     network = NetworkPolicy(settings.allow_networks)
     session = aiohttp.ClientSession(
         connector=network.connector(limit=settings.delivery_concurrency),
@@ -121,8 +148,12 @@ async def _run_parts(
     gateway_session = aiohttp.ClientSession()
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     hub = EventHub()
-    deliverer = _deliverer(settings, store, owner, session, gateway_session)
-    registry = load_registry(settings.handlers)
+    try:
+        deliverer = _deliverer(settings, store, owner, session, gateway_session)
+    except BaseException:
+        await session.close()
+        await gateway_session.close()
+        raise
     pool = WorkerPool(
         store,
         registry,
@@ -148,11 +179,7 @@ async def _run_parts(
     running = _Running(store, pool, deliverer, housekeeping, (session, gateway_session))
     running.start()
     log.info("dispatcher.started", extra={"action": "dispatcher.started", "owner": owner})
-    try:
-        yield
-    finally:
-        await running.stop(settings.shutdown_grace)
-        log.info("dispatcher.stopped", extra={"action": "dispatcher.stopped"})
+    return running
 
 
 def _deliverer(

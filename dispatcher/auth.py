@@ -14,8 +14,17 @@ from dispatcher.store.records import ApiKey
 KEY_PREFIX = "dk_"
 PREFIX_LENGTH = 12
 ADMIN_TENANT = "admin"
-# What the DISPATCHER_ADMIN_KEY key is called where a key prefix would be shown.
-BOOTSTRAP_LABEL = "env-admin"
+
+
+def bootstrap_prefix(key: str) -> str:
+    """The start of DISPATCHER_ADMIN_KEY that names it in attempts' `by`.
+
+    Tenants read `by`, and the operator may have chosen a short key: at most a
+    third of it (and at most 12 characters) is shown, never enough to guess it.
+    """
+    return key[: min(PREFIX_LENGTH, len(key) // 3)]
+
+
 # A verified key is trusted this long before the store is asked again, so a
 # revocation reaches other instances within this time.
 CACHE_SECONDS = 5.0
@@ -64,9 +73,7 @@ class Authenticator:
         if not token.isascii():
             return None  # keys are ASCII; anything else cannot match (nor be hashed as is)
         if self._bootstrap and hmac.compare_digest(token.encode(), self._bootstrap.encode()):
-            # Not token[:12]: the operator chose this key, and a prefix of it
-            # shows in attempts ("by") that tenants can read.
-            return Principal(ADMIN_TENANT, True, BOOTSTRAP_LABEL)
+            return Principal(ADMIN_TENANT, True, bootstrap_prefix(token))
         if not token.startswith(KEY_PREFIX):
             return None
         digest = hash_key(token)

@@ -40,7 +40,8 @@ class Housekeeping:
         # Renewing at a third of the lease leaves two chances before it lapses.
         self._every(self._lease / 3, self._renew, "leases")
         self._every(DEADLINE_SWEEP_EVERY, self._pool.cancel_expired, "deadlines")
-        self._every(PURGE_EVERY, self.purge, "purge")
+        # Often enough that an expired job answers 404 soon after it expires.
+        self._every(min(PURGE_EVERY, max(1.0, self._retention / 100)), self.purge, "purge")
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -79,7 +79,7 @@ def receiver_app(
         return web.json_response(problem, status=401, content_type="application/problem+json")
 
     app = web.Application()
-    app.router.add_post("/{tail:.*}", receive)
+    app.router.add_route("*", "/{tail:.*}", receive)
     return app
 
 

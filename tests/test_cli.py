@@ -267,3 +267,11 @@ async def test_listen_rejects_and_prints_an_unsigned_webhook(listener):
     assert "msg_unsigned" in line
     assert "job.succeeded" in line
     assert "not verified" in line
+
+
+async def test_listen_answers_401_to_any_method_and_prints_it(listener):
+    found, _ = listener
+    async with aiohttp.ClientSession() as session, session.get(found.url) as response:
+        assert response.status == 401
+    line = await asyncio.wait_for(found.lines.get(), 10)
+    assert "not verified" in line

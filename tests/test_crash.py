@@ -522,3 +522,34 @@ async def test_serve_prints_admin_key_once_on_empty_database(serve, http):
     assert ADMIN_KEY_LINE.findall(second.stdout()) == [], second.stdout()
     status, body = await http.call(second, "GET", "/v1/keys", key=key)
     assert status == 200, body
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("DISPATCHER_HANDLERS", "no_such_module", "No module named 'no_such_module'"),
+        ("DISPATCHER_SMTP_URL", "http://127.0.0.1:1", "DISPATCHER_SMTP_URL"),
+    ],
+)
+async def test_serve_with_a_bad_setting_exits_at_once_with_one_line(
+    tmp_path, variable, value, reason
+):
+    env = {
+        **os.environ,
+        "DISPATCHER_PORT": str(free_port()),
+        "DISPATCHER_DATABASE_URL": f"sqlite:///{tmp_path}/bad.db",
+        "DISPATCHER_ADMIN_KEY": ADMIN_KEY,
+        variable: value,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dispatcher.cli", "serve",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), 15)
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert process.returncode != 0
+    [line] = stderr.decode().strip().splitlines()
+    assert reason in line

@@ -11,6 +11,7 @@ from dispatcher.delivery.plan import finished
 from dispatcher.ids import new_id, now
 from dispatcher.store.records import JobStatus, NewJob
 from dispatcher.store.sqlite import SQLiteStore
+from tests.conftest import wait_for
 
 HANDLERS = "tests.support.handlers"
 
@@ -49,7 +50,7 @@ async def test_a_paired_surrogate_escape_is_fine(api):
     "deadline", ["0001-01-01T00:00:00+14:00", "1969-12-31T23:59:59Z", "9999-12-31T23:59:59-10:00"]
 )
 async def test_deadline_outside_representable_times_is_422(api, deadline):
-    body = f'{{"type": "echo", "deadline": "{deadline}"}}'.encode()
+    body = f'{{"type": "echo", "payload": 1, "deadline": "{deadline}"}}'.encode()
     problem = await assert_refused_and_nothing_stored(api, body, 422)
     assert problem["errors"][0]["field"] == "deadline"
 
@@ -103,7 +104,12 @@ async def test_same_idempotency_key_with_a_full_queue_never_500s(make_api):
     await api.submit(type="sleep", payload={"seconds": 5})
     answers = await asyncio.gather(
         *(
-            api.call("POST", "/v1/jobs", json={"type": "echo"}, headers={"Idempotency-Key": "k"})
+            api.call(
+                "POST",
+                "/v1/jobs",
+                json={"type": "echo", "payload": 1},
+                headers={"Idempotency-Key": "k"},
+            )
             for _ in range(5)
         )
     )
@@ -160,7 +166,10 @@ async def test_non_ascii_key_is_401_not_500(api, token):
 
 async def test_non_ascii_idempotency_key_is_422(api):
     status, problem = await api.call(
-        "POST", "/v1/jobs", json={"type": "echo"}, headers={"Idempotency-Key": "k\u00ff"}
+        "POST",
+        "/v1/jobs",
+        json={"type": "echo", "payload": 1},
+        headers={"Idempotency-Key": "k\u00ff"},
     )
     assert status == 422
     assert problem["errors"][0]["field"] == "Idempotency-Key"
@@ -192,3 +201,34 @@ async def test_pending_deliveries_from_before_hosts_get_one_on_open(tmp_path):
 
 async def _null_hosts(batch) -> None:
     await batch.db.execute("UPDATE deliveries SET host = NULL")
+
+
+async def test_payload_is_required(api):
+    body = b'{"type": "echo"}'
+    problem = await assert_refused_and_nothing_stored(api, body, 422)
+    assert problem["errors"][0]["field"] == "payload"
+
+
+@pytest.mark.parametrize("email", ["ops@localhost", "ops@example.test", "a@b"])
+async def test_any_address_with_a_domain_is_an_email(api, email):
+    job = await api.submit(type="echo", payload=1, notify={"email": email})
+    assert job["notify"]["email"] == email
+
+
+@pytest.mark.parametrize("email", ["ops", "ops@", "@example.com", "Ops <ops@example.com>"])
+async def test_an_address_without_a_domain_is_422(api, email):
+    body = f'{{"type": "echo", "payload": 1, "notify": {{"email": "{email}"}}}}'.encode()
+    problem = await assert_refused_and_nothing_stored(api, body, 422)
+    assert problem["errors"][0]["field"] == "notify.email"
+
+
+async def test_an_expired_job_answers_404_without_a_restart(make_api):
+    api = await make_api(retention_days=0.00001)  # under a second
+    job = await api.submit(type="echo", payload=1)
+    assert (await api.job(job["id"], wait=5))["status"] == "succeeded"
+
+    async def gone() -> bool:
+        status, _ = await api.call("GET", f"/v1/jobs/{job['id']}")
+        return status == 404
+
+    await wait_for(gone, timeout=10)

@@ -39,7 +39,7 @@ async def test_submit_answers_202_with_location(api):
     status, body = await api.call("POST", "/v1/jobs", json={"type": "echo", "payload": 1})
     assert status == 202
     async with api.client.post(
-        "/v1/jobs", json={"type": "echo"}, headers=api.headers()
+        "/v1/jobs", json={"type": "echo", "payload": None}, headers=api.headers()
     ) as response:
         assert response.status == 202
         job = await response.json()

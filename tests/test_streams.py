@@ -205,7 +205,10 @@ async def test_admin_stream_gets_every_tenants_events(api):
     acme, _ = await api.new_tenant("acme")
     globex, _ = await api.new_tenant("globex")
     async with api.client.ws_connect("/v1/events/ws", headers=api.headers()) as ws:
-        jobs = [await acme.submit(type="echo", payload=1), await globex.submit(type="echo")]
+        jobs = [
+            await acme.submit(type="echo", payload=1),
+            await globex.submit(type="echo", payload=2),
+        ]
         received = await _events_until(ws, {job["id"] for job in jobs})
     assert {event["id"] for event in received} == {job["id"] for job in jobs}
 

@@ -82,7 +82,9 @@ async def body(request: web.Request, model: type[M], max_bytes: int) -> tuple[M,
 
 
 def query(request: web.Request, model: type[M]) -> M:
-    return validate(model, dict(request.query), "query string")
+    # `?status=&type=` is how a form says "no filter": an empty value is absent.
+    given = {name: value for name, value in request.query.items() if value != ""}
+    return validate(model, given, "query string")
 
 
 def encode_cursor(value: str) -> str:
