@@ -99,15 +99,19 @@ async def test_body_that_is_not_json_is_400_and_stores_nothing(api):
     await assert_serving_and_no_jobs(api)
 
 
-@pytest.mark.parametrize("constant", ["NaN", "Infinity"])
-async def test_non_json_number_constant_is_400_and_stores_nothing(api, constant):
-    # Python's json module reads these, but they are not JSON (RFC 8259).
+@pytest.mark.parametrize(
+    "payload",
+    ["NaN", "Infinity", "1e400", "-1e400", '{"x": "\\ud800"}', '"\\udfff tail"'],
+    ids=["nan", "infinity", "huge", "negative-huge", "lone-high-surrogate", "lone-low-surrogate"],
+)
+async def test_json_python_reads_but_json_cannot_carry_is_400_and_stores_nothing(api, payload):
+    # Python's json module reads these; JSON (RFC 8259) and UTF-8 cannot carry them.
     await expect_problem(
         api,
         400,
         "POST",
         "/v1/jobs",
-        data=f'{{"type": "echo", "payload": {constant}}}'.encode(),
+        data=f'{{"type": "echo", "payload": {payload}}}'.encode(),
         headers={"Content-Type": "application/json"},
     )
     await assert_serving_and_no_jobs(api)
