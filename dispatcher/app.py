@@ -20,6 +20,7 @@ from dispatcher.api.problems import problem_middleware
 from dispatcher.auth import ADMIN_TENANT, Authenticator, new_key
 from dispatcher.delivery.channel import Sender
 from dispatcher.delivery.deliverer import Deliverer
+from dispatcher.delivery.destinations import CachingResolver, Destinations
 from dispatcher.delivery.email import EmailSender
 from dispatcher.delivery.netguard import NetworkPolicy
 from dispatcher.delivery.policy import RetryPolicy
@@ -140,8 +141,13 @@ async def _start_parts(
     announce: Announce | None,
 ) -> _Running:
     network = NetworkPolicy(settings.allow_networks)
+    # One resolver for the connector and the deliverer's shares, so that a
+    # share counts the address the connector is then given.
+    resolver = CachingResolver()
     session = aiohttp.ClientSession(
-        connector=network.connector(limit=settings.delivery_concurrency),
+        connector=network.connector(
+            limit=settings.delivery_concurrency, resolver=resolver, use_dns_cache=False
+        ),
         headers={"user-agent": f"dispatcher/{__version__}"},
     )
     # The operator's own SMS gateway is trusted: its session skips the network guard.
@@ -149,7 +155,8 @@ async def _start_parts(
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     hub = EventHub()
     try:
-        deliverer = _deliverer(settings, store, owner, session, gateway_session)
+        destinations = Destinations(resolver, settings.delivery_timeout)
+        deliverer = _deliverer(settings, store, owner, destinations, session, gateway_session)
     except BaseException:
         await session.close()
         await gateway_session.close()
@@ -186,6 +193,7 @@ def _deliverer(
     settings: Settings,
     store: Store,
     owner: str,
+    destinations: Destinations,
     session: aiohttp.ClientSession,
     gateway_session: aiohttp.ClientSession,
 ) -> Deliverer:
@@ -197,6 +205,7 @@ def _deliverer(
         store,
         _senders(settings, session, gateway_session, tenant_secrets),
         RetryPolicy(settings.retry_schedule),
+        destinations,
         owner=owner,
         concurrency=settings.delivery_concurrency,
         per_host=settings.delivery_per_host,

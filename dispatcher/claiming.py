@@ -19,6 +19,11 @@ T = TypeVar("T")
 
 CANCEL_WAIT = 5.0
 
+# Work whose lease lapsed this often (its process was killed, or its task died,
+# while it was in hand) is failed rather than taken up again: whatever it is,
+# it keeps killing what runs it, and nothing may be retried forever.
+MAX_LAPSES = 3
+
 
 class ClaimLoop(ABC, Generic[T]):
     name = "claim"

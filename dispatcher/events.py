@@ -2,18 +2,23 @@
 
 Status changes are published here by the process that makes them, and wake
 every waiter at once; nothing polls the database. Each subscriber has a
-bounded queue: a consumer that falls behind is marked lagging and dropped,
-never buffered without bound. At shutdown the hub is closed: every
-subscription, present and future, ends at once, so no stream holds the
-process open.
+bounded queue, in events and in bytes: a consumer that falls behind is ended
+(its queue let go at once), never buffered without bound. A subscription
+also ends when the key that opened it is revoked, and at shutdown, when the
+hub is closed: every subscription, present and future, ends at once, so no
+stream holds the process open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from dispatcher.store.records import Job
 
@@ -22,41 +27,78 @@ from dispatcher.store.records import Job
 # submissions (three events each) while it reads, and still be bounded.
 JOB_QUEUE_SIZE = 64
 TENANT_QUEUE_SIZE = 10_000
+# Unsent bytes (queued, or being written to the client) past which a
+# subscriber is ended. One event is always taken, whatever its size.
+QUEUE_BYTES = 8 * 1024 * 1024
+
+K = TypeVar("K")
+
+
+class Ending(StrEnum):
+    """Why a subscription ended before its reader was done."""
+
+    LAGGING = "lagging"
+    REVOKED = "revoked"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A job's state, with its JSON made once for every subscriber that sends it."""
+
+    job: Job
+    data: str
+
+    @classmethod
+    def of(cls, job: Job) -> Event:
+        return cls(job, json.dumps(job.public()))
+
+    @property
+    def size(self) -> int:
+        return len(self.data)  # ASCII: json.dumps escapes everything else
 
 
 class Subscription:
     """One reader's bounded queue of job events; only its owner calls `next`."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int, key: str | None) -> None:
+        self.key = key
         self._size = size
-        self._events: deque[Job] = deque()
+        self._max_bytes = max_bytes
+        self._events: deque[Event] = deque()
+        self._queued_bytes = 0
+        self._writing_bytes = 0
         self._ready = asyncio.Event()
-        self._lagged = asyncio.Event()
-        self._closed = asyncio.Event()
-        self.lagging = False
+        self._ended = asyncio.Event()
+        self.ending: Ending | None = None
 
     @property
     def closed(self) -> bool:
-        """The hub has closed (shutdown): `next` answers None at once from now on."""
-        return self._closed.is_set()
+        """Ended (lagging, revoked, shutdown): `next` answers None at once from now on."""
+        return self.ending is not None
 
-    def offer(self, job: Job) -> None:
+    def offer(self, event: Event) -> None:
         if self.closed:
             return
-        if len(self._events) >= self._size:
-            self.lagging = True
-            self._lagged.set()
+        unsent = self._queued_bytes + self._writing_bytes
+        if len(self._events) >= self._size or (unsent and unsent + event.size > self._max_bytes):
+            self.end(Ending.LAGGING)
             return
-        self._events.append(job)
+        self._events.append(event)
+        self._queued_bytes += event.size
         self._ready.set()
 
-    def close(self) -> None:
+    def end(self, why: Ending) -> None:
+        """End now, letting go of every queued event; the first reason given stands."""
+        if self.ending is None:
+            self.ending = why
         self._events.clear()
-        self._closed.set()
+        self._queued_bytes = 0
+        self._ended.set()
         self._ready.set()
 
-    async def next(self, within: float | None = None) -> Job | None:
-        """The next event; None after `within` seconds without one, or once closed."""
+    async def next(self, within: float | None = None) -> Event | None:
+        """The next event; None after `within` seconds without one, or once ended."""
         try:
             async with asyncio.timeout(within):
                 while not self._events and not self.closed:
@@ -69,25 +111,33 @@ class Subscription:
             # not starve the event loop, shutdown included.
             await asyncio.sleep(0)
             return None
-        return self._events.popleft()
+        event = self._events.popleft()
+        self._queued_bytes -= event.size
+        return event
 
-    async def lagged(self) -> None:
-        """Return once an event has been dropped for this subscriber.
+    @contextmanager
+    def writing(self, event: Event) -> Iterator[None]:
+        """Count `event` as unsent while it is written to a client that may not read."""
+        self._writing_bytes += event.size
+        try:
+            yield
+        finally:
+            self._writing_bytes -= event.size
+
+    async def wait_ended(self) -> None:
+        """Return once the subscription has ended.
 
         A consumer stuck writing to a client that does not read never gets back
-        to look at `lagging`; this lets another task notice and drop it.
+        to look at `ending`; this lets another task notice and drop it.
         """
-        await self._lagged.wait()
-
-    async def wait_closed(self) -> None:
-        """Return once the hub is closed; like `lagged`, for a consumer stuck writing."""
-        await self._closed.wait()
+        await self._ended.wait()
 
 
 class EventHub:
     def __init__(self) -> None:
         self._by_job: dict[str, set[Subscription]] = {}
         self._by_tenant: dict[str | None, set[Subscription]] = {}
+        self._by_key: dict[str, set[Subscription]] = {}
         self._closed = False
 
     @property
@@ -95,11 +145,14 @@ class EventHub:
         return self._closed
 
     def publish(self, job: Job) -> None:
-        for subscription in tuple(self._by_job.get(job.id, ())):
-            subscription.offer(job)
+        subscribers = [*self._by_job.get(job.id, ())]
         for tenant in (job.tenant, None):
-            for subscription in tuple(self._by_tenant.get(tenant, ())):
-                subscription.offer(job)
+            subscribers.extend(self._by_tenant.get(tenant, ()))
+        if not subscribers:
+            return
+        event = Event.of(job)
+        for subscription in subscribers:
+            subscription.offer(event)
 
     def close(self) -> None:
         """End every subscription now and every one made later (shutdown)."""
@@ -107,36 +160,50 @@ class EventHub:
         for index in (self._by_job, self._by_tenant):
             for subscriptions in tuple(index.values()):
                 for subscription in tuple(subscriptions):
-                    subscription.close()
+                    subscription.end(Ending.SHUTDOWN)
+
+    def revoke(self, key: str) -> None:
+        """End every subscription opened with the key `key` (its prefix)."""
+        for subscription in tuple(self._by_key.get(key, ())):
+            subscription.end(Ending.REVOKED)
 
     @contextmanager
-    def job(self, job_id: str) -> Iterator[Subscription]:
+    def job(self, job_id: str, key: str | None = None) -> Iterator[Subscription]:
         """Events of one job; subscribe before reading its state, so none is missed."""
-        with self._subscribe(self._by_job, job_id, JOB_QUEUE_SIZE) as subscription:
+        with self._subscribe(self._by_job, job_id, JOB_QUEUE_SIZE, key) as subscription:
             yield subscription
 
     @contextmanager
-    def tenant(self, tenant: str | None) -> Iterator[Subscription]:
+    def tenant(self, tenant: str | None, key: str | None = None) -> Iterator[Subscription]:
         """Every job event of a tenant; None for all tenants."""
-        with self._subscribe(self._by_tenant, tenant, TENANT_QUEUE_SIZE) as subscription:
+        with self._subscribe(self._by_tenant, tenant, TENANT_QUEUE_SIZE, key) as subscription:
             yield subscription
 
     @contextmanager
     def _subscribe(
-        self,
-        index: dict[str, set[Subscription]] | dict[str | None, set[Subscription]],
-        key: str | None,
-        size: int,
+        self, index: dict[Any, set[Subscription]], name: str | None, size: int, key: str | None
     ) -> Iterator[Subscription]:
-        subscription = Subscription(size)
+        subscription = Subscription(size, QUEUE_BYTES, key)
         if self._closed:
-            subscription.close()
-        index.setdefault(key, set()).add(subscription)  # type: ignore[arg-type]
+            subscription.end(Ending.SHUTDOWN)
+        _add(index, name, subscription)
+        if key is not None:
+            _add(self._by_key, key, subscription)
         try:
             yield subscription
         finally:
-            subscribers = index.get(key)  # type: ignore[arg-type]
-            if subscribers is not None:
-                subscribers.discard(subscription)
-                if not subscribers:
-                    del index[key]  # type: ignore[arg-type]
+            _discard(index, name, subscription)
+            if key is not None:
+                _discard(self._by_key, key, subscription)
+
+
+def _add(index: dict[K, set[Subscription]], name: K, subscription: Subscription) -> None:
+    index.setdefault(name, set()).add(subscription)
+
+
+def _discard(index: dict[K, set[Subscription]], name: K, subscription: Subscription) -> None:
+    subscribers = index.get(name)
+    if subscribers is not None:
+        subscribers.discard(subscription)
+        if not subscribers:
+            del index[name]

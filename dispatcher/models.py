@@ -60,6 +60,9 @@ def _email(value: str) -> str:
         raise ValueError("must be an email address with a domain") from exc
     if not address.username or not address.domain:
         raise ValueError("must be an email address with a domain")
+    if not value.isprintable() or any(c.isspace() for c in value):
+        # U+2028 and its kind pass the parser, then break the header they go in.
+        raise ValueError("must be an email address without spaces or control characters")
     return value
 
 

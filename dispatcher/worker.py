@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from dispatcher.claiming import ClaimLoop
-from dispatcher.delivery.plan import finished
+from dispatcher.claiming import MAX_LAPSES, ClaimLoop
+from dispatcher.delivery.plan import finished, unrecordable
 from dispatcher.events import EventHub
 from dispatcher.handlers import Handler, Registry, Retry
 from dispatcher.ids import now
@@ -53,18 +53,21 @@ class WorkerPool(ClaimLoop[Job]):
 
     async def _process(self, item: Job) -> None:
         try:
-            outcome = await self._execute(item)
-            if outcome is not None:
-                # Shielded: once a handler has produced a result, shutdown must
-                # not cancel the write that records it.
-                await asyncio.shield(self._finish_or_fail(item, outcome))
+            outcome = _abandoned(item) or await self._execute(item)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
+            # Not even a failure could be put into words (an outcome that JSON
+            # or UTF-8 cannot carry): fail it with what can be.
             log.exception(
-                "worker.bookkeeping_failed",
-                extra={"action": "worker.bookkeeping_failed", "job_id": item.id},
+                "worker.outcome_failed",
+                extra={"action": "worker.outcome_failed", "job_id": item.id},
             )
+            outcome = unrecordable(item, exc)
+        if outcome is not None:
+            # Shielded: once a handler has produced a result, shutdown must
+            # not cancel the write that records it.
+            await asyncio.shield(self._finish_or_fail(item, outcome))
 
     async def _execute(self, job: Job) -> Outcome | None:
         """Run the handler; an Outcome to record, or None when the job was requeued."""
@@ -107,19 +110,30 @@ class WorkerPool(ClaimLoop[Job]):
         return finished(job, JobStatus.FAILED, now(), error=error)
 
     async def _finish_or_fail(self, job: Job, outcome: Outcome) -> None:
+        """Record how the job ended; if that cannot be, fail it with an error that says so.
+
+        Left running, the job would run again at every lease. The fallback is
+        delivered like any failure; if even its deliveries cannot be stored,
+        the job fails without them. Should that fail too (the database is
+        gone), the lease lapses and the lapse count ends the job later.
+        """
         try:
             await self._finish(job, self._owner, outcome)
+            return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # Left running, the job would run again at every lease, forever.
-            # Fail it, with no deliveries: those are what may not be storable.
             log.exception(
                 "job.finish_failed", extra={"action": "job.finish_failed", "job_id": job.id}
             )
-            message = f"the outcome could not be recorded: {type(exc).__name__}"
-            fallback = finished(
-                job, JobStatus.FAILED, now(), error={"type": "internal", "message": message}
+            fallback = unrecordable(job, exc)
+        try:
+            await self._finish(job, self._owner, fallback)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "job.finish_failed", extra={"action": "job.finish_failed", "job_id": job.id}
             )
             await self._finish(job, self._owner, replace(fallback, deliveries=()))
 
@@ -201,6 +215,16 @@ def _failed(job: Job, exc: BaseException) -> Outcome:
     return finished(
         job, JobStatus.FAILED, now(), error={"type": type(exc).__name__, "message": message}
     )
+
+
+def _abandoned(job: Job) -> Outcome | None:
+    if job.lapses <= MAX_LAPSES:
+        return None
+    message = (
+        f"the job lost its worker {job.lapses} times (the process was killed or its task "
+        "died while it ran); it is not run again"
+    )
+    return finished(job, JobStatus.FAILED, now(), error={"type": "abandoned", "message": message})
 
 
 def _deadline_error(job: Job) -> dict[str, str]:

@@ -17,6 +17,9 @@ from dispatcher.app import create_app
 from dispatcher.settings import Settings
 from tests.support.fakes import make_gateway, make_smtp, smtp  # noqa: F401 - fixtures
 
+# A real `dispatcher serve` subprocess: the `serve` and `http` fixtures.
+pytest_plugins = ["tests.support.process"]
+
 ADMIN_KEY = "dk_test-admin-key-0123456789"
 LOOPBACK = "127.0.0.0/8,::1/128"
 

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from dispatcher.delivery.deliverer import Deliverer
+from dispatcher.delivery.destinations import CachingResolver, Destinations
 from dispatcher.delivery.plan import finished
 from dispatcher.delivery.policy import AttemptResult, RetryPolicy
 from dispatcher.ids import new_id, now
@@ -62,8 +63,8 @@ async def finished_job(store: SQLiteStore, **fields) -> str:
 
 def deliverer(store, senders, per_host: int = 32, lease: float = 30) -> Deliverer:
     return Deliverer(
-        store, senders, RetryPolicy([0.05]), owner="me", concurrency=8,
-        per_host=per_host, lease=lease, poll_interval=0.05,
+        store, senders, RetryPolicy([0.05]), Destinations(CachingResolver(), 5), owner="me",
+        concurrency=8, per_host=per_host, lease=lease, poll_interval=0.05,
     )  # fmt: skip
 
 

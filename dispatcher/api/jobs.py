@@ -112,7 +112,7 @@ async def get(request: web.Request) -> web.Response:
         deadline = now() + wait
         while not job.status.finished and not events.closed and (left := deadline - now()) > 0:
             event = await events.next(within=left)
-            if event is not None and event.status.finished:
+            if event is not None and event.job.status.finished:
                 job = await _get(svc, job_id, scope)
         if not job.status.finished:
             # Timed out: answer the state now (it may have started meanwhile).

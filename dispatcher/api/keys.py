@@ -37,9 +37,14 @@ async def list_keys(request: web.Request) -> web.Response:
     svc = services(request)
     require_admin(principal(request))
     params = query(request, ListQuery)
-    before = decode_cursor(params.cursor, lambda value: value.isascii() and value.isdigit())
+    before = decode_cursor(params.cursor, _rowid)
     page = await svc.store.list_keys(params.limit, before)
     return web.json_response(page_body([k.public() for k in page.items], page.next_cursor))
+
+
+def _rowid(value: str) -> bool:
+    # A rowid is a signed 64-bit integer; a larger one would overflow in SQLite.
+    return value.isascii() and value.isdigit() and len(value) <= 19 and int(value) < 2**63
 
 
 @routes.delete("/v1/keys/{prefix}")
@@ -50,6 +55,7 @@ async def revoke(request: web.Request) -> web.Response:
     if not await svc.store.revoke_key(prefix):
         raise NotFound(f"no key with prefix {prefix}")
     svc.auth.forget(prefix)
+    svc.hub.revoke(prefix)
     return web.Response(status=204)
 
 

@@ -42,20 +42,29 @@ async def read_json(request: web.Request, max_bytes: int) -> tuple[Any, bytes]:
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes") from exc
     try:
-        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # Strict UTF-8: json.loads would also take UTF-16 and UTF-32, and read
+        # a surrogate's UTF-8 bytes ("surrogatepass") into a lone surrogate.
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    try:
+        data = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite, parse_int=_bounded
+        )
+    except ValueError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise BadRequest("the body is nested too deeply") from exc
-    if LONE_SURROGATE.search(raw):
+    if LONE_SURROGATE.search(text):
         _refuse_lone_surrogates(data)
     return data, raw
 
 
-# Python's json reads NaN, Infinity and 1e400 (an infinite float), and "\ud800"
-# (half of a UTF-16 pair): none is a value JSON or UTF-8 can carry, and once
-# stored they would make every later answer, webhook and email about the job fail.
-LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+# Python's json reads NaN, Infinity, 1e400 (an infinite float), integers of
+# any length, and "\ud800" (half of a UTF-16 pair): none is a value JSON or
+# UTF-8 can carry everywhere, and once stored they would make every later
+# answer, webhook and email about the job fail.
+LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -67,6 +76,17 @@ def _finite(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{text} is too large a number")
     return value
+
+
+def _bounded(text: str) -> int:
+    """An integer, if a double can hold its size (as every JSON reader can take it)."""
+    if len(text) > MAX_INT_DIGITS or not math.isfinite(float(text)):
+        raise ValueError(f"{text[:20]}... is too large a number")
+    return int(text)
+
+
+# A double's largest finite value has 309 digits.
+MAX_INT_DIGITS = 310
 
 
 def _refuse_lone_surrogates(data: Any) -> None:

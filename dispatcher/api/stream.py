@@ -4,7 +4,8 @@ Every stream subscribes to the hub before it reads the job, so a change made
 between the read and the subscription is not missed. A consumer that falls
 behind the hub's bounded queue is dropped (WebSocket close 1013; an SSE
 response simply ends and the client resumes with `Last-Event-ID`), never
-buffered without bound. At shutdown the hub closes and every stream ends at
+buffered without bound. Revoking the key a stream was opened with ends it
+(WebSocket close 1008). At shutdown the hub closes and every stream ends at
 once (WebSocket close 1001; an SSE response ends), so that none holds the
 process; a stream asked for while shutting down is a 503.
 """
@@ -12,7 +13,6 @@ process; a stream asked for while shutting down is a 503.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing, suppress
@@ -23,7 +23,7 @@ from aiohttp import WSCloseCode, web
 
 from dispatcher.api.context import Services, principal, services
 from dispatcher.errors import NotFound
-from dispatcher.events import Subscription
+from dispatcher.events import Ending, Event, Subscription
 from dispatcher.ids import is_id
 from dispatcher.store.records import Job, JobStatus
 
@@ -43,6 +43,8 @@ LAGGING = WSCloseCode.TRY_AGAIN_LATER
 LAGGING_REASON = "too slow: events were dropped; reconnect to resume"
 GOING_AWAY = WSCloseCode.GOING_AWAY
 GOING_AWAY_REASON = "server shutting down; reconnect"
+REVOKED = WSCloseCode.POLICY_VIOLATION
+REVOKED_REASON = "the key this stream was opened with has been revoked"
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -54,12 +56,13 @@ MAX_EVENT_ID_DIGITS = 18
 
 
 class End(StrEnum):
-    """Why a stream stops."""
+    """Why a stream stops: the job finished, the client left, or its subscription ended."""
 
     FINISHED = "finished"
-    LAGGING = "lagging"
     GONE = "gone"
-    SHUTDOWN = "shutdown"
+    LAGGING = Ending.LAGGING.value
+    REVOKED = Ending.REVOKED.value
+    SHUTDOWN = Ending.SHUTDOWN.value
 
 
 def event_id(job: Job) -> int:
@@ -113,17 +116,19 @@ async def _read_job(svc: Services, job_id: str, scope: str | None) -> Job:
 
 async def _job_changes(
     svc: Services, events: Subscription, job: Job, scope: str | None, after: int
-) -> AsyncIterator[Job | None]:
-    """The job now and at each change of status until it finishes or the hub closes.
+) -> AsyncIterator[Event | None]:
+    """The job now and at each change of status until it finishes or the subscription ends.
 
     None when a heartbeat is due. A state goes out only if its event id is past
     the last one sent (or `after`) and its status differs: an event queued before
     the first read may be older than what that read returned.
     """
     sent: JobStatus | None = None
+    state = Event.of(job)
     while True:
+        job = state.job
         if event_id(job) > after and job.status is not sent:
-            yield job
+            yield state
             after, sent = event_id(job), job.status
         if job.status.finished:
             return
@@ -131,7 +136,7 @@ async def _job_changes(
         if events.closed:
             return
         if event is not None:
-            job = event
+            state = event
             continue
         yield None
         # The hub hears only this process; a quiet spell is when a change made
@@ -139,11 +144,11 @@ async def _job_changes(
         found = await _find_job(svc, job.id, scope)
         if found is None:
             return
-        job = found
+        state = Event.of(found)
 
 
-async def _every_event(events: Subscription) -> AsyncIterator[Job]:
-    """Every event until the hub closes."""
+async def _every_event(events: Subscription) -> AsyncIterator[Event]:
+    """Every event until the subscription ends."""
     while (event := await events.next()) is not None:
         yield event
 
@@ -151,8 +156,9 @@ async def _every_event(events: Subscription) -> AsyncIterator[Job]:
 @routes.get("/v1/jobs/{id}/ws", allow_head=False)
 async def job_socket(request: web.Request) -> web.StreamResponse:
     svc = services(request)
-    scope = principal(request).scope()
-    with svc.hub.job(request.match_info["id"]) as events:
+    who = principal(request)
+    scope = who.scope()
+    with svc.hub.job(request.match_info["id"], who.prefix) as events:
         _ensure_open(events)
         # Read after subscribing, and before upgrading so a 404 is a problem answer.
         job = await _read_job(svc, request.match_info["id"], scope)
@@ -164,7 +170,8 @@ async def job_socket(request: web.Request) -> web.StreamResponse:
 @routes.get("/v1/events/ws", allow_head=False)
 async def tenant_socket(request: web.Request) -> web.StreamResponse:
     svc = services(request)
-    with svc.hub.tenant(principal(request).scope()) as events:
+    who = principal(request)
+    with svc.hub.tenant(who.scope(), who.prefix) as events:
         _ensure_open(events)
         ws = await _accept(request)
         await _serve_socket(request, ws, events, _every_event(events))
@@ -174,9 +181,10 @@ async def tenant_socket(request: web.Request) -> web.StreamResponse:
 @routes.get("/v1/jobs/{id}/events", allow_head=False)
 async def job_events(request: web.Request) -> web.StreamResponse:
     svc = services(request)
-    scope = principal(request).scope()
+    who = principal(request)
+    scope = who.scope()
     after = _last_event_id(request)
-    with svc.hub.job(request.match_info["id"]) as events:
+    with svc.hub.job(request.match_info["id"], who.prefix) as events:
         _ensure_open(events)
         job = await _read_job(svc, request.match_info["id"], scope)
         if job.status.finished and event_id(job) <= after:
@@ -199,13 +207,13 @@ async def _serve_socket(
     request: web.Request,
     ws: web.WebSocketResponse,
     events: Subscription,
-    messages: AsyncIterator[Job | None],
+    messages: AsyncIterator[Event | None],
 ) -> None:
     sender = asyncio.create_task(_send_each(ws, events, messages))
-    lagged, closed = _watch(events)
+    ended = asyncio.create_task(events.wait_ended())
     reader = asyncio.create_task(_until_client_leaves(ws))
     try:
-        end = await _settle(sender, lagged, closed, reader)
+        end = await _settle(events, sender, ended, reader)
         if end is None and reader.done():
             return  # the client left while nothing was being sent
         if end in (End.LAGGING, None):
@@ -215,19 +223,22 @@ async def _serve_socket(
         else:
             await _close_socket(ws, end)
     finally:
-        await _cancel(sender, lagged, closed, reader)
+        await _cancel(sender, ended, reader)
         if ws.close_code == WSCloseCode.ABNORMAL_CLOSURE:
             # aiohttp closes an abnormal connection gracefully, which waits
             # forever on a client that does not read.
             _cut(request)
 
 
+CLOSE_CODES = {
+    End.LAGGING: (LAGGING, LAGGING_REASON),
+    End.REVOKED: (REVOKED, REVOKED_REASON),
+    End.SHUTDOWN: (GOING_AWAY, GOING_AWAY_REASON),
+}
+
+
 async def _close_socket(ws: web.WebSocketResponse, end: End) -> None:
-    code, reason = WSCloseCode.OK, ""
-    if end is End.LAGGING:
-        code, reason = LAGGING, LAGGING_REASON
-    elif end is End.SHUTDOWN:
-        code, reason = GOING_AWAY, GOING_AWAY_REASON
+    code, reason = CLOSE_CODES.get(end, (WSCloseCode.OK, ""))
     # A timeout leaves the close code abnormal, and the connection is cut.
     with suppress(TimeoutError):
         async with asyncio.timeout(_patience(end)):
@@ -238,12 +249,12 @@ async def _serve_sse(
     request: web.Request,
     response: web.StreamResponse,
     events: Subscription,
-    messages: AsyncIterator[Job | None],
+    messages: AsyncIterator[Event | None],
 ) -> None:
     writer = asyncio.create_task(_write_each(response, events, messages))
-    lagged, closed = _watch(events)
+    ended = asyncio.create_task(events.wait_ended())
     try:
-        end = await _settle(writer, lagged, closed)
+        end = await _settle(events, writer, ended)
         if end in (End.LAGGING, None):
             _log_dropped(request)
         if end is None:
@@ -257,40 +268,38 @@ async def _serve_sse(
     except ConnectionResetError:
         pass
     finally:
-        await _cancel(writer, lagged, closed)
+        await _cancel(writer, ended)
 
 
-def _watch(events: Subscription) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
-    """Tasks that end when the subscription lags and when the hub closes."""
-    return asyncio.create_task(events.lagged()), asyncio.create_task(events.wait_closed())
-
-
-def _patience(end: End) -> float:
+def _patience(end: End | Ending | None) -> float:
     """How long a closing stream's last writes may take; short when the process is stopping."""
-    return SHUTDOWN_TIMEOUT if end is End.SHUTDOWN else CLOSE_TIMEOUT
+    return SHUTDOWN_TIMEOUT if end == End.SHUTDOWN else CLOSE_TIMEOUT
+
+
+# How often a writer stuck behind a client that does not read is looked at
+# while it is given time to finish, so that a shutdown shortens the wait.
+SETTLE_STEP = 0.25
 
 
 async def _settle(
+    events: Subscription,
     writer: asyncio.Task[End],
-    lagged: asyncio.Task[None],
-    closed: asyncio.Task[None],
+    ended: asyncio.Task[None],
     *others: asyncio.Task[Any],
 ) -> End | None:
     """How the writer ended; None if it is still stuck behind a client that does not read.
 
-    On a lag the writer is not cancelled but given CLOSE_TIMEOUT to finish the
-    write it is blocked in, after which it sees the lag and stops by itself:
-    aiohttp shares one drain future among a connection's writers, and
-    cancelling a task waiting on it would break the closing write's wait too.
-    When the hub closes (shutdown) it gets SHUTDOWN_TIMEOUT the same way.
+    When the subscription ends (lagging, revoked) the writer is not cancelled
+    but given CLOSE_TIMEOUT to finish the write it is blocked in, after which
+    it sees the end and stops by itself: aiohttp shares one drain future among
+    a connection's writers, and cancelling a task waiting on it would break
+    the closing write's wait too. At shutdown it gets SHUTDOWN_TIMEOUT.
     """
-    await asyncio.wait((writer, lagged, closed, *others), return_when=asyncio.FIRST_COMPLETED)
-    if lagged.done() and not writer.done():
-        await asyncio.wait(
-            (writer, closed), timeout=CLOSE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-        )
-    if closed.done() and not writer.done():
-        await asyncio.wait((writer,), timeout=SHUTDOWN_TIMEOUT)
+    await asyncio.wait((writer, ended, *others), return_when=asyncio.FIRST_COMPLETED)
+    waited = 0.0
+    while ended.done() and not writer.done() and waited < _patience(events.ending):
+        await asyncio.wait((writer,), timeout=SETTLE_STEP)
+        waited += SETTLE_STEP
     if not writer.done():
         return None
     # Cancelled from inside: aiohttp cancelled the drain future it was waiting on.
@@ -303,21 +312,26 @@ async def _cancel(*tasks: asyncio.Task[Any]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _stopped(events: Subscription) -> End:
+    return End.FINISHED if events.ending is None else End(events.ending.value)
+
+
 async def _send_each(
-    ws: web.WebSocketResponse, events: Subscription, messages: AsyncIterator[Job | None]
+    ws: web.WebSocketResponse, events: Subscription, messages: AsyncIterator[Event | None]
 ) -> End:
     async with aclosing(messages):
         try:
-            async for job in messages:
-                if events.lagging:
-                    return End.LAGGING
+            async for event in messages:
+                if events.closed:
+                    return _stopped(events)
                 if ws.closed:
                     return End.GONE
-                if job is not None:  # aiohttp's heartbeat pings a WebSocket
-                    await ws.send_json(job.public())
+                if event is not None:  # aiohttp's heartbeat pings a WebSocket
+                    with events.writing(event):
+                        await ws.send_str(event.data)
         except ConnectionResetError:
             return End.GONE
-    return End.SHUTDOWN if events.closed else End.FINISHED
+    return _stopped(events)
 
 
 async def _until_client_leaves(ws: web.WebSocketResponse) -> None:
@@ -328,22 +342,25 @@ async def _until_client_leaves(ws: web.WebSocketResponse) -> None:
 
 
 async def _write_each(
-    response: web.StreamResponse, events: Subscription, messages: AsyncIterator[Job | None]
+    response: web.StreamResponse, events: Subscription, messages: AsyncIterator[Event | None]
 ) -> End:
     async with aclosing(messages):
         try:
-            async for job in messages:
-                if events.lagging:
-                    return End.LAGGING
-                await response.write(SSE_PING if job is None else _sse_message(job))
+            async for event in messages:
+                if events.closed:
+                    return _stopped(events)
+                if event is None:
+                    await response.write(SSE_PING)
+                    continue
+                with events.writing(event):
+                    await response.write(_sse_message(event))
         except ConnectionResetError:
             return End.GONE
-    return End.SHUTDOWN if events.closed else End.FINISHED
+    return _stopped(events)
 
 
-def _sse_message(job: Job) -> bytes:
-    data = json.dumps(job.public())
-    return f"id: {event_id(job)}\nevent: job\ndata: {data}\n\n".encode()
+def _sse_message(event: Event) -> bytes:
+    return f"id: {event_id(event.job)}\nevent: job\ndata: {event.data}\n\n".encode()
 
 
 def _log_dropped(request: web.Request) -> None:

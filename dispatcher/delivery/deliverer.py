@@ -11,25 +11,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import OrderedDict
 from collections.abc import Mapping
 
-from dispatcher.claiming import ClaimLoop
+from dispatcher.claiming import MAX_LAPSES, ClaimLoop
 from dispatcher.delivery.channel import Sender
+from dispatcher.delivery.destinations import Destinations
 from dispatcher.delivery.plan import callback_failed
 from dispatcher.delivery.policy import AttemptResult, RetryPolicy
+from dispatcher.delivery.shares import Destination, SlotShares
 from dispatcher.ids import now
 from dispatcher.store.base import Store
 from dispatcher.store.records import (
     Attempt,
     AttemptRecord,
     Channel,
+    Delivery,
     DeliveryStatus,
     DueDelivery,
     delivery_host,
 )
 
 log = logging.getLogger(__name__)
+
+# Names remembered with the destination they resolved to; enough for every
+# receiver in flight, bounded against a tenant with endless names.
+MAX_ROUTES = 4096
 
 
 class Deliverer(ClaimLoop[DueDelivery]):
@@ -40,6 +47,7 @@ class Deliverer(ClaimLoop[DueDelivery]):
         store: Store,
         senders: Mapping[Channel, Sender],
         policy: RetryPolicy,
+        destinations: Destinations,
         *,
         owner: str,
         concurrency: int,
@@ -48,8 +56,11 @@ class Deliverer(ClaimLoop[DueDelivery]):
         poll_interval: float,
     ) -> None:
         super().__init__(capacity=concurrency, poll_interval=poll_interval)
-        self._per_host = per_host
-        self._host_load: Counter[str] = Counter()
+        self._shares = SlotShares(concurrency, per_host)
+        self._destinations = destinations
+        # (tenant, host column) -> destination, as last resolved: claims pass
+        # over the names whose destination has its share in flight.
+        self._routes: OrderedDict[tuple[str, str], Destination] = OrderedDict()
         self._store = store
         self._senders = senders
         self._policy = policy
@@ -58,38 +69,47 @@ class Deliverer(ClaimLoop[DueDelivery]):
         self._next_due: float | None = None
 
     async def _claim(self, limit: int) -> list[DueDelivery]:
-        """Due deliveries, at most `per_host` in flight to any one host.
+        """Due deliveries, as many as the tenants' fair shares allow.
 
-        A receiver that hangs holds only its own share of the slots, so the
-        rest keep flowing to everyone else.
+        A claim may bring a tenant more than its room (the store does not
+        count per tenant): those are handed back at once.
         """
-        full = [host for host, load in self._host_load.items() if load >= self._per_host]
+        limit = min(limit, self._shares.most_room())
+        if limit <= 0:
+            return []
         claimed = await self._store.claim_deliveries(
-            self._owner, limit, now(), self._lease, skip_hosts=full
+            self._owner,
+            limit,
+            now(),
+            self._lease,
+            skip_tenants=self._shares.full_tenants(),
+            skip_routes=self._full_routes(),
         )
-        load = Counter(self._host_load)
         start, extra = [], []
         for due in claimed:
             if due.delivery.id in self._active:
                 continue  # still in flight here
-            host = _host(due)
-            if load[host] < self._per_host:
-                load[host] += 1
+            if self._shares.take(due.delivery.tenant):
                 start.append(due)
             else:
                 extra.append(due.delivery.id)
         if extra:
-            # One claim may bring more for a host than its share: hand them back.
-            try:
-                await self._store.release_deliveries(self._owner, extra)
-            except Exception:
-                log.exception(
-                    "delivery.release_failed", extra={"action": "delivery.release_failed"}
-                )
-        # Counted only now, when nothing can fail before their tasks start.
-        for due in start:
-            self._host_load[_host(due)] += 1
+            await self._hand_back(extra)
         return start
+
+    def _full_routes(self) -> list[tuple[str, str]]:
+        if not self._shares.any_full():
+            return []
+        return [route for route, where in self._routes.items() if self._shares.is_full(where)]
+
+    async def _hand_back(self, delivery_ids: list[str]) -> None:
+        """Release work claimed but not started: no attempt, no schedule spent."""
+        try:
+            await self._store.release_deliveries(self._owner, delivery_ids)
+        except Exception:
+            # Its lease lapses instead; the lapse is counted, but a handful
+            # of such failures stays far from failing the delivery.
+            log.exception("delivery.release_failed", extra={"action": "delivery.release_failed"})
 
     def _key(self, item: DueDelivery) -> str:
         return item.delivery.id
@@ -107,13 +127,27 @@ class Deliverer(ClaimLoop[DueDelivery]):
         return min(delay, self._poll_interval)
 
     async def _process(self, item: DueDelivery) -> None:
+        delivery = item.delivery
         try:
-            await self._attempt(item)
+            where = (delivery.tenant, await self._destinations.of(delivery))
+            self._remember(delivery, where)
+            if not self._shares.enter(where):
+                # Another name for a destination that has its share in flight.
+                await self._hand_back([delivery.id])
+                return
+            try:
+                await self._attempt(item)
+            finally:
+                self._shares.leave(where)
         finally:
-            host = _host(item)
-            self._host_load[host] -= 1
-            if self._host_load[host] <= 0:
-                del self._host_load[host]
+            self._shares.give_back(delivery.tenant)
+
+    def _remember(self, delivery: Delivery, where: Destination) -> None:
+        route = (delivery.tenant, delivery_host(delivery.channel, delivery.target))
+        self._routes[route] = where
+        self._routes.move_to_end(route)
+        while len(self._routes) > MAX_ROUTES:
+            self._routes.popitem(last=False)
 
     async def _attempt(self, due: DueDelivery) -> None:
         """One attempt, recorded with the state it leaves the delivery in."""
@@ -170,6 +204,8 @@ class Deliverer(ClaimLoop[DueDelivery]):
         )
 
     async def _send(self, due: DueDelivery) -> AttemptResult:
+        if due.delivery.lapses > MAX_LAPSES:
+            return AttemptResult(ok=False, error=_abandoned(due.delivery), gone=True)
         sender = self._senders.get(due.delivery.channel)
         if sender is None:
             return AttemptResult(
@@ -178,8 +214,11 @@ class Deliverer(ClaimLoop[DueDelivery]):
         return await sender.send(due)
 
 
-def _host(due: DueDelivery) -> str:
-    return delivery_host(due.delivery.channel, due.delivery.target)
+def _abandoned(delivery: Delivery) -> str:
+    return (
+        f"the delivery lost its sender {delivery.lapses} times (the process was killed or "
+        "its task died mid-attempt); it is not tried again"
+    )
 
 
 def _text(value: str | None) -> str | None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from typing import Any
 
 from dispatcher.delivery.policy import AttemptResult
-from dispatcher.ids import new_id, rfc3339
+from dispatcher.ids import new_id, now, rfc3339
 from dispatcher.store.records import Channel, DueDelivery, Job, JobStatus, NewDelivery, Outcome
 
 CALLBACK_FAILED = "job.callback_failed"
@@ -38,6 +39,50 @@ def finished(
         event_body=encoded,
         deliveries=tuple(_targets(job, event_type)),
     )
+
+
+def unrecordable(job: Job, exc: BaseException) -> Outcome:
+    """A failure saying that the job's outcome could not be recorded, which always can be.
+
+    What the job carries is made storable first (a lone surrogate becomes
+    "?", NaN becomes null, a deadline no calendar can show is dropped), so
+    that this outcome and its event body encode whatever reached the job.
+    """
+    safe = replace(
+        job,
+        payload=storable(job.payload),
+        metadata=storable(job.metadata),
+        notify=storable(job.notify),
+        deadline=job.deadline if _representable(job.deadline) else None,
+    )
+    error = {
+        "type": "internal",
+        "message": f"the outcome could not be recorded: {type(exc).__name__}",
+    }
+    return finished(safe, JobStatus.FAILED, now(), error=error)
+
+
+def storable(value: Any) -> Any:
+    """`value` with everything JSON text or UTF-8 cannot carry replaced."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {storable(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    if value is None or isinstance(value, bool | int):
+        return value
+    return storable(str(value))
+
+
+def _representable(moment: float | None) -> bool:
+    try:
+        rfc3339(moment)
+    except (ValueError, OverflowError, OSError):
+        return False
+    return True
 
 
 def _targets(job: Job, event_type: str) -> list[NewDelivery]:

@@ -116,9 +116,17 @@ class Store(ABC):
 
     @abstractmethod
     async def claim_deliveries(
-        self, owner: str, limit: int, now: float, lease: float, skip_hosts: Sequence[str] = ()
+        self,
+        owner: str,
+        limit: int,
+        now: float,
+        lease: float,
+        *,
+        skip_tenants: Sequence[str] = (),
+        skip_routes: Sequence[tuple[str, str]] = (),
     ) -> list[DueDelivery]:
-        """Take due deliveries, passing over those to `skip_hosts` (their share is in flight)."""
+        """Take due deliveries, oldest due first, passing over those of `skip_tenants`
+        and those whose (tenant, host) is in `skip_routes`: their share is in flight."""
 
     @abstractmethod
     async def record_attempt(self, record: AttemptRecord) -> None:

@@ -97,4 +97,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE deliveries ADD COLUMN host TEXT;
     """,
+    # 4: how often a job or delivery was taken up again after its lease lapsed
+    # (its process died, or its task did), so that one that keeps doing so is
+    # failed instead of being retried forever.
+    """
+    ALTER TABLE jobs ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0;
+    """,
 )

@@ -97,6 +97,8 @@ class Job:
     started_at: float | None
     finished_at: float | None
     retries: int = 0
+    # Times it was taken up again after its lease lapsed.
+    lapses: int = 0
     deliveries: tuple[DeliverySummary, ...] = ()
 
     @classmethod
@@ -118,6 +120,7 @@ class Job:
             started_at=row["started_at"],
             finished_at=row["finished_at"],
             retries=row["retries"],
+            lapses=row["lapses"],
             deliveries=deliveries,
         )
 
@@ -200,6 +203,8 @@ class Delivery:
     schedule_start: int = 0
     trigger: Trigger = Trigger.SCHEDULED
     triggered_by: str | None = None
+    # Times it was taken up again after its lease lapsed mid-attempt.
+    lapses: int = 0
     attempts: tuple[Attempt, ...] | None = None
 
     @classmethod
@@ -221,6 +226,7 @@ class Delivery:
             schedule_start=row["schedule_start"],
             trigger=Trigger(row["trigger"]),
             triggered_by=row["triggered_by"],
+            lapses=row["lapses"],
             attempts=attempts,
         )
 

@@ -22,9 +22,24 @@ from dispatcher.store.writer import Batch
 
 class SQLiteDeliveries(SQLiteConnection):
     async def claim_deliveries(
-        self, owner: str, limit: int, now: float, lease: float, skip_hosts: Sequence[str] = ()
+        self,
+        owner: str,
+        limit: int,
+        now: float,
+        lease: float,
+        *,
+        skip_tenants: Sequence[str] = (),
+        skip_routes: Sequence[tuple[str, str]] = (),
     ) -> list[DueDelivery]:
-        params = (owner, now + lease, now, now, limit, json.dumps(list(skip_hosts)))
+        routes = [f"{tenant}{sql.ROUTE_SEPARATOR}{host}" for tenant, host in skip_routes]
+        params = (
+            owner,
+            now + lease,
+            now,
+            limit,
+            json.dumps(list(skip_tenants)),
+            json.dumps(routes),
+        )
 
         async def op(batch: Batch) -> list[Any]:
             return list(await batch.db.execute_fetchall(sql.CLAIM_DELIVERIES, params))

@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from dispatcher.errors import Conflict, QueueFull
+from dispatcher.ids import now as current_time
 from dispatcher.store import sqlite_sql as sql
 from dispatcher.store.records import (
     DeliveryStatus,
@@ -86,12 +87,8 @@ class SQLiteJobs(SQLiteConnection):
 
     async def claim_jobs(self, owner: str, limit: int, now: float, lease: float) -> list[Job]:
         async def op(batch: Batch) -> list[Job]:
-            params = (owner, now + lease, now)
-            rows = list(await batch.db.execute_fetchall(sql.CLAIM_EXPIRED_JOBS, (*params, limit)))
-            if len(rows) < limit:
-                rows += await batch.db.execute_fetchall(
-                    sql.CLAIM_QUEUED_JOBS, (*params, now, limit - len(rows))
-                )
+            params = (owner, now + lease, now, limit)
+            rows = await batch.db.execute_fetchall(sql.CLAIM_JOBS, params)
             return [Job.from_row(row) for row in rows]
 
         return list(await self._write(op))
@@ -136,8 +133,10 @@ class SQLiteJobs(SQLiteConnection):
         await self._write(op)
 
     async def release_jobs(self, owner: str, job_ids: list[str]) -> None:
+        at = current_time()
+
         async def op(batch: Batch) -> None:
-            await batch.db.executemany(sql.RELEASE_JOB, [(job_id, owner) for job_id in job_ids])
+            await batch.db.executemany(sql.RELEASE_JOB, [(at, job_id, owner) for job_id in job_ids])
 
         await self._write(op)
 

@@ -28,17 +28,21 @@ GET_JOB = "SELECT * FROM jobs WHERE id = ? AND (? IS NULL OR tenant = ?)"
 
 JOB_DELIVERIES = "SELECT * FROM deliveries WHERE job_id = ? ORDER BY id"
 
-# A job whose lease ran out belongs to a process that died: run it again.
-CLAIM_EXPIRED_JOBS = """
-UPDATE jobs SET lease_owner = ?1, lease_until = ?2, started_at = ?3
-WHERE id IN (SELECT id FROM jobs WHERE status = 'running' AND lease_until < ?3 LIMIT ?4)
-RETURNING *
-"""
-
-CLAIM_QUEUED_JOBS = """
-UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until = ?2, started_at = ?3
+# Due work, oldest due first: a queued job is due at its run_at, a running one
+# whose lease ran out (its process or task died) at its lease's end, so that
+# work lost this way is run again in its turn, not ahead of everything. The
+# compound ORDER BY is a merge of two index scans, whatever the backlog.
+# Each lapse is counted: a job that keeps losing its worker is failed.
+CLAIM_JOBS = """
+UPDATE jobs SET status = 'running', lapses = lapses + (status = 'running'),
+                lease_owner = ?1, lease_until = ?2, started_at = ?3
 WHERE id IN (
-    SELECT id FROM jobs WHERE status = 'queued' AND run_at <= ?4 ORDER BY run_at LIMIT ?5
+    SELECT id FROM (
+        SELECT id, run_at AS due FROM jobs WHERE status = 'queued' AND run_at <= ?3
+        UNION ALL
+        SELECT id, lease_until AS due FROM jobs WHERE status = 'running' AND lease_until < ?3
+        ORDER BY due LIMIT ?4
+    )
 )
 RETURNING *
 """
@@ -69,7 +73,7 @@ WHERE id = ? AND lease_owner = ? AND status = 'running'
 """
 
 RELEASE_JOB = """
-UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_until = NULL
+UPDATE jobs SET status = 'queued', run_at = ?, lease_owner = NULL, lease_until = NULL
 WHERE id = ? AND lease_owner = ? AND status = 'running'
 """
 
@@ -90,17 +94,22 @@ INSERT INTO deliveries (id, tenant, job_id, channel, target, endpoint_id, event_
 SELECT ?, tenant, job_id, ?, ?, NULL, ?, 'pending', ?, ?, ?, ? FROM deliveries WHERE id = ?
 """
 
+# A lapsed lease (its process or task died mid-attempt) is counted, as for jobs.
 CLAIM_DELIVERIES = """
-UPDATE deliveries SET lease_owner = ?1, lease_until = ?2
+UPDATE deliveries SET lease_owner = ?1, lease_until = ?2,
+                      lapses = lapses + (lease_until IS NOT NULL)
 WHERE id IN (
     SELECT id FROM deliveries
     WHERE status = 'pending' AND next_attempt_at <= ?3
-      AND (lease_until IS NULL OR lease_until < ?4)
-      AND (host IS NULL OR host NOT IN (SELECT value FROM json_each(?6)))
-    ORDER BY next_attempt_at LIMIT ?5
+      AND (lease_until IS NULL OR lease_until < ?3)
+      AND tenant NOT IN (SELECT value FROM json_each(?5))
+      AND (tenant || char(31) || coalesce(host, '')) NOT IN (SELECT value FROM json_each(?6))
+    ORDER BY next_attempt_at LIMIT ?4
 )
 RETURNING *
 """
+# Joins a tenant and a host in the routes a claim passes over; tenant names cannot hold it.
+ROUTE_SEPARATOR = chr(31)
 
 # The number is taken from the row, so two processes that both tried a
 # delivery (its lease ran out mid-attempt) still number their attempts apart.
