@@ -157,7 +157,10 @@ class Receiver:
 
 @pytest.fixture
 def make_receiver(aiohttp_server: Any) -> Callable[..., Awaitable[Receiver]]:
-    async def make(*script: int | tuple[int, dict[str, str]] | tuple[int, dict[str, str], str]):
+    async def make(
+        *script: int | tuple[int, dict[str, str]] | tuple[int, dict[str, str], str],
+        host: str = "127.0.0.1",
+    ) -> Receiver:
         steps = []
         for step in script or (200,):
             if isinstance(step, int):
@@ -166,7 +169,7 @@ def make_receiver(aiohttp_server: Any) -> Callable[..., Awaitable[Receiver]]:
         receiver = Receiver(steps)
         app = web.Application()
         app.router.add_post("/{tail:.*}", receiver.handle)
-        server = await aiohttp_server(app, host="127.0.0.1")
+        server = await aiohttp_server(app, host=host)
         receiver.url = str(server.make_url("/hook"))
         return receiver
 
