@@ -169,7 +169,7 @@ async def _start_parts(
         workers=settings.workers,
         lease=settings.lease_seconds,
         poll_interval=settings.poll_interval,
-        on_finished=lambda job: deliverer.wake(),
+        on_finished=lambda job: deliverer.wake(job.tenant),
     )
     housekeeping = Housekeeping(
         store,

@@ -54,9 +54,17 @@ class ClaimLoop(ABC, Generic[T]):
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name=f"{self.name}-claim-loop")
 
-    def wake(self) -> None:
-        """New work may be due: claim now instead of at the next poll."""
+    def wake(self, tenant: str | None = None) -> None:
+        """New work may be due (of `tenant`, if known): claim now instead of at the next poll."""
+        if tenant is not None and not self._may_take(tenant):
+            # Its share is in flight: none of its work could be claimed now, and
+            # a claim that passes over a large backlog is not free.
+            return
         self._wakeup.set()
+
+    def _may_take(self, tenant: str) -> bool:
+        """Whether `tenant` may be given another slot now."""
+        return True
 
     @property
     def busy(self) -> int:

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     poll_interval: float = Field(0.5, gt=0)
     # How long SIGTERM waits for running jobs before releasing them.
     shutdown_grace: float = Field(10, ge=0)
+    # Queued jobs one tenant may hold (default: a tenth of max_queue), so that
+    # no tenant can fill the queue and have everyone else's submissions refused.
+    max_queue_per_tenant: int | None = Field(None, ge=1)
 
     @field_validator("handlers", mode="before")
     @classmethod
@@ -83,6 +86,10 @@ class Settings(BaseSettings):
         if isinstance(parts, tuple):
             return tuple(ipaddress.ip_network(part, strict=False) for part in parts)
         return parts
+
+    @property
+    def tenant_queue_share(self) -> int:
+        return self.max_queue_per_tenant or max(1, self.max_queue // 10)
 
     @property
     def sqlite_path(self) -> str | None:

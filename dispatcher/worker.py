@@ -10,6 +10,7 @@ from typing import Any
 
 from dispatcher.claiming import MAX_LAPSES, ClaimLoop
 from dispatcher.delivery.plan import finished, unrecordable
+from dispatcher.delivery.shares import SlotShares
 from dispatcher.events import EventHub
 from dispatcher.handlers import Handler, Registry, Retry
 from dispatcher.ids import now
@@ -35,6 +36,8 @@ class WorkerPool(ClaimLoop[Job]):
         on_finished: Callable[[Job], None] = lambda job: None,
     ) -> None:
         super().__init__(capacity=workers, poll_interval=poll_interval)
+        # Fair between tenants: one tenant's long jobs never hold every worker.
+        self._shares = SlotShares(workers, workers)
         self._store = store
         self._registry = registry
         self._hub = hub
@@ -43,7 +46,28 @@ class WorkerPool(ClaimLoop[Job]):
         self._on_finished = on_finished
 
     async def _claim(self, limit: int) -> list[Job]:
-        return await self._store.claim_jobs(self._owner, limit, now(), self._lease)
+        """Due jobs, as many as the tenants' fair shares of the workers allow.
+
+        A claim may bring a tenant more than its room (the store does not
+        count per tenant): those go back to the queue at once, in their place.
+        """
+        limit = min(limit, self._shares.most_room())
+        if limit <= 0:
+            return []
+        claimed = await self._store.claim_jobs(
+            self._owner, limit, now(), self._lease, skip_tenants=self._shares.full_tenants()
+        )
+        start, extra = [], []
+        for job in claimed:
+            if job.id in self._active:
+                continue
+            (start if self._shares.take(job.tenant) else extra).append(job)
+        if extra:
+            await self._store.release_jobs(self._owner, [job.id for job in extra])
+        return start
+
+    def _may_take(self, tenant: str) -> bool:
+        return self._shares.room(tenant) > 0
 
     def _key(self, item: Job) -> str:
         return item.id
@@ -52,6 +76,12 @@ class WorkerPool(ClaimLoop[Job]):
         await self._store.release_jobs(self._owner, keys)
 
     async def _process(self, item: Job) -> None:
+        try:
+            await self._run_job(item)
+        finally:
+            self._shares.give_back(item.tenant)
+
+    async def _run_job(self, item: Job) -> None:
         try:
             outcome = _abandoned(item) or await self._execute(item)
         except asyncio.CancelledError:

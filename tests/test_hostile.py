@@ -355,3 +355,49 @@ async def test_an_email_address_that_would_break_its_header_is_a_422(api, addres
         "POST", "/v1/jobs", json={"type": "echo", "payload": 1, "notify": {"email": address}}
     )
     assert status == 422, problem
+
+
+# Jobs: fair between tenants too
+
+
+async def test_one_tenants_long_jobs_never_hold_every_worker(make_api):
+    api = await make_api(workers=8)
+    hostile, _ = await api.new_tenant("hostile")
+    friendly, _ = await api.new_tenant("friendly")
+    long_jobs = [await hostile.submit(type="sleep", payload={"seconds": 60}) for _ in range(20)]
+
+    async def running() -> int:
+        states = [await hostile.job(job["id"]) for job in long_jobs]
+        return sum(state["status"] == "running" for state in states)
+
+    await wait_for(lambda: _at_least(running, 7))
+    started = time.monotonic()
+    mine = await friendly.submit(type="echo", payload="mine")
+    done = await friendly.job(mine["id"], wait=5)
+    took = time.monotonic() - started
+    assert done["status"] == "succeeded", done
+    assert took < 1.0, f"another tenant's job waited {took:.2f}s"
+    assert await running() < 8
+
+
+async def _at_least(count: Any, n: int) -> bool:
+    return await count() >= n
+
+
+async def test_one_tenant_cannot_fill_the_queue_for_everyone(make_api):
+    api = await make_api(workers=1, max_queue=100, max_queue_per_tenant=3, shutdown_grace=0)
+    hostile, _ = await api.new_tenant("hostile")
+    friendly, _ = await api.new_tenant("friendly")
+    blocker = await hostile.submit(type="sleep", payload={"seconds": 60})
+    await wait_for(lambda: _status_is(hostile, blocker["id"], "running"))
+    for n in range(3):
+        await hostile.submit(type="echo", payload=n)
+    status, problem = await hostile.call("POST", "/v1/jobs", json={"type": "echo", "payload": 4})
+    assert status == 503, problem
+    assert "share" in problem["detail"]
+    status, job = await friendly.call("POST", "/v1/jobs", json={"type": "echo", "payload": 1})
+    assert status == 202, job
+
+
+async def _status_is(api: Api, job_id: str, status: str) -> bool:
+    return (await api.job(job_id))["status"] == status

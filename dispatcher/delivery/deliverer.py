@@ -97,6 +97,9 @@ class Deliverer(ClaimLoop[DueDelivery]):
             await self._hand_back(extra)
         return start
 
+    def _may_take(self, tenant: str) -> bool:
+        return self._shares.room(tenant) > 0
+
     def _full_routes(self) -> list[tuple[str, str]]:
         if not self._shares.any_full():
             return []

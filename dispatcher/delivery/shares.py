@@ -1,18 +1,20 @@
-"""Who may take a delivery slot now: fair between tenants, bounded per destination.
+"""Who may take a slot now: fair between tenants, bounded per destination.
 
-Pure accounting, no I/O. Two rules keep a hostile tenant from holding up
-anyone else's webhooks, however many receivers that hang it points at:
+Pure accounting, no I/O, for the delivery slots and the workers alike. Two
+rules keep a hostile tenant from holding up anyone else's work, however many
+receivers that hang it points at, or however long its jobs run:
 
-- **Per destination.** At most `per_destination` attempts are in flight from
+- **Per destination** (deliveries). At most `per_destination` attempts are in flight from
   one tenant to one destination: the address and port actually connected to
   (so spellings and DNS names of one address share it), or the operator's
   relay for email and SMS.
 - **Per tenant.** While other tenants have work in flight, each tenant may
   hold at most an equal share of the slots. And the more slots a tenant holds,
   the more it must leave free: a tenant holding `n` of `capacity` slots claims
-  only while more than `reserve * n / capacity` are free. A tenant alone thus
-  fills all but about a ninth of the pool, and whoever comes next finds a free
-  slot at once instead of waiting for the hanging attempts to time out.
+  only while more than `reserve * n / capacity` are free (`reserve` is an
+  eighth of the pool). A tenant alone thus fills all but about a ninth of a
+  pool of eight or more, and whoever comes next finds a free slot at once
+  instead of waiting for hanging attempts or long jobs to end.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ class SlotShares:
     def __init__(self, capacity: int, per_destination: int) -> None:
         self.capacity = capacity
         self.per_destination = per_destination
-        self.reserve = max(1, capacity // 8)
+        # Below eight slots nothing is held back: a small pool is the operator's
+        # choice of how much runs at once, and one slot is a large share of it.
+        self.reserve = capacity // 8
         self._tenants: Counter[str] = Counter()
         self._destinations: Counter[Destination] = Counter()
 

@@ -71,11 +71,14 @@ class Store(ABC):
     # Jobs
 
     @abstractmethod
-    async def submit_job(self, job: NewJob, max_queue: int) -> tuple[Job, bool]:
+    async def submit_job(
+        self, job: NewJob, max_queue: int, tenant_share: int | None = None
+    ) -> tuple[Job, bool]:
         """Insert a job; answer (job, True) once committed.
 
         With an idempotency key already used by the tenant: (first job, False),
-        or Conflict if the request differs. QueueFull past `max_queue`.
+        or Conflict if the request differs. QueueFull past `max_queue` queued
+        jobs, or past `tenant_share` of the tenant's own.
         """
 
     @abstractmethod
@@ -85,8 +88,11 @@ class Store(ABC):
     async def list_jobs(self, where: JobFilter) -> Page: ...
 
     @abstractmethod
-    async def claim_jobs(self, owner: str, limit: int, now: float, lease: float) -> list[Job]:
-        """Take due queued jobs, and running jobs whose lease ran out, as `running`."""
+    async def claim_jobs(
+        self, owner: str, limit: int, now: float, lease: float, *, skip_tenants: Sequence[str] = ()
+    ) -> list[Job]:
+        """Take due queued jobs, and running jobs whose lease ran out, as `running`,
+        oldest due first, passing over those of `skip_tenants` (their share is running)."""
 
     @abstractmethod
     async def renew_leases(

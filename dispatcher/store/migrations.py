@@ -99,9 +99,11 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 4: how often a job or delivery was taken up again after its lease lapsed
     # (its process died, or its task did), so that one that keeps doing so is
-    # failed instead of being retried forever.
+    # failed instead of being retried forever; each tenant's queued jobs,
+    # counted for its share of the queue.
     """
     ALTER TABLE jobs ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE deliveries ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_tenant_queued ON jobs (tenant) WHERE status = 'queued';
     """,
 )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from dispatcher.errors import Conflict, QueueFull
-from dispatcher.ids import now as current_time
 from dispatcher.store import sqlite_sql as sql
 from dispatcher.store.records import (
     DeliveryStatus,
@@ -23,7 +24,9 @@ from dispatcher.store.writer import Batch
 
 
 class SQLiteJobs(SQLiteConnection):
-    async def submit_job(self, job: NewJob, max_queue: int) -> tuple[Job, bool]:
+    async def submit_job(
+        self, job: NewJob, max_queue: int, tenant_share: int | None = None
+    ) -> tuple[Job, bool]:
         async def op(batch: Batch) -> str | None:
             if job.idempotency_key is not None:
                 first = await _first_with_key(batch, job.tenant, job.idempotency_key)
@@ -33,16 +36,13 @@ class SQLiteJobs(SQLiteConnection):
                             "this Idempotency-Key was already used with a different request"
                         )
                     return first[0]
-            if batch.queued_jobs is None:
-                rows = await batch.db.execute_fetchall(sql.COUNT_QUEUED)
-                batch.queued_jobs = int(next(iter(rows))[0])
-            if batch.queued_jobs >= max_queue:
-                raise QueueFull(f"{batch.queued_jobs} jobs are queued; the limit is {max_queue}")
+            await _check_room(batch, job.tenant, max_queue, tenant_share or max_queue)
             if job.idempotency_key is not None:
                 # Only now: a key is taken by a job that will be inserted.
                 batch.idempotency[job.tenant, job.idempotency_key] = (job.id, job.request_hash)
             batch.defer(sql.INSERT_JOB, _job_params(job))
-            batch.queued_jobs += 1
+            batch.queued_jobs += 1  # type: ignore[operator]
+            batch.queued_by_tenant[job.tenant] += 1
             return None
 
         existing = await self._write(op)
@@ -85,9 +85,11 @@ class SQLiteJobs(SQLiteConnection):
             by_job.setdefault(row["job_id"], []).append(_summary(row))
         return [_replace_deliveries(job, tuple(by_job.get(job.id, ()))) for job in jobs]
 
-    async def claim_jobs(self, owner: str, limit: int, now: float, lease: float) -> list[Job]:
+    async def claim_jobs(
+        self, owner: str, limit: int, now: float, lease: float, *, skip_tenants: Sequence[str] = ()
+    ) -> list[Job]:
         async def op(batch: Batch) -> list[Job]:
-            params = (owner, now + lease, now, limit)
+            params = (owner, now + lease, now, limit, json.dumps(list(skip_tenants)))
             rows = await batch.db.execute_fetchall(sql.CLAIM_JOBS, params)
             return [Job.from_row(row) for row in rows]
 
@@ -133,16 +135,33 @@ class SQLiteJobs(SQLiteConnection):
         await self._write(op)
 
     async def release_jobs(self, owner: str, job_ids: list[str]) -> None:
-        at = current_time()
-
         async def op(batch: Batch) -> None:
-            await batch.db.executemany(sql.RELEASE_JOB, [(at, job_id, owner) for job_id in job_ids])
+            await batch.db.executemany(sql.RELEASE_JOB, [(job_id, owner) for job_id in job_ids])
 
         await self._write(op)
 
     async def expired_deadlines(self, now: float, limit: int) -> list[Job]:
         rows = await self._read(sql.EXPIRED_DEADLINES, (now, limit))
         return [Job.from_row(row) for row in rows]
+
+
+async def _check_room(batch: Batch, tenant: str, total: int, share: int) -> None:
+    """QueueFull past the queue's limit, or past the tenant's share of it."""
+    if batch.queued_jobs is None:
+        batch.queued_jobs = await _count(batch, sql.COUNT_QUEUED)
+    if batch.queued_jobs >= total:
+        raise QueueFull(f"{batch.queued_jobs} jobs are queued; the limit is {total}")
+    if tenant not in batch.queued_by_tenant:
+        batch.queued_by_tenant[tenant] = await _count(batch, sql.COUNT_TENANT_QUEUED, tenant)
+    if batch.queued_by_tenant[tenant] >= share:
+        raise QueueFull(
+            f"this tenant has {batch.queued_by_tenant[tenant]} jobs queued; its share is {share}"
+        )
+
+
+async def _count(batch: Batch, query: str, *params: Any) -> int:
+    rows = await batch.db.execute_fetchall(query, params)
+    return int(next(iter(rows))[0])
 
 
 async def _first_with_key(batch: Batch, tenant: str, key: str) -> tuple[str, str | None] | None:

@@ -18,6 +18,8 @@ FIND_IDEMPOTENT = "SELECT id, request_hash FROM jobs WHERE tenant = ? AND idempo
 
 COUNT_QUEUED = "SELECT count(*) FROM jobs WHERE status = 'queued'"
 
+COUNT_TENANT_QUEUED = "SELECT count(*) FROM jobs WHERE status = 'queued' AND tenant = ?"
+
 INSERT_JOB = """
 INSERT INTO jobs (id, tenant, type, status, payload, callback_url, endpoint_id, notify,
                   metadata, deadline, created_at, run_at, idempotency_key, request_hash)
@@ -38,9 +40,13 @@ UPDATE jobs SET status = 'running', lapses = lapses + (status = 'running'),
                 lease_owner = ?1, lease_until = ?2, started_at = ?3
 WHERE id IN (
     SELECT id FROM (
-        SELECT id, run_at AS due FROM jobs WHERE status = 'queued' AND run_at <= ?3
+        SELECT id, run_at AS due FROM jobs
+        WHERE status = 'queued' AND run_at <= ?3
+          AND tenant NOT IN (SELECT value FROM json_each(?5))
         UNION ALL
-        SELECT id, lease_until AS due FROM jobs WHERE status = 'running' AND lease_until < ?3
+        SELECT id, lease_until AS due FROM jobs
+        WHERE status = 'running' AND lease_until < ?3
+          AND tenant NOT IN (SELECT value FROM json_each(?5))
         ORDER BY due LIMIT ?4
     )
 )
@@ -72,8 +78,9 @@ UPDATE jobs SET status = 'queued', run_at = ?, retries = retries + 1,
 WHERE id = ? AND lease_owner = ? AND status = 'running'
 """
 
+# Its run_at is left as it was: released work keeps its place in line.
 RELEASE_JOB = """
-UPDATE jobs SET status = 'queued', run_at = ?, lease_owner = NULL, lease_until = NULL
+UPDATE jobs SET status = 'queued', lease_owner = NULL, lease_until = NULL
 WHERE id = ? AND lease_owner = ? AND status = 'running'
 """
 

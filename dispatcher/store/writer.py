@@ -36,6 +36,7 @@ class Batch:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
         self.queued_jobs: int | None = None
+        self.queued_by_tenant: dict[str, int] = {}
         # Idempotency keys taken by jobs earlier in this batch, not yet inserted.
         self.idempotency: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._deferred: dict[str, list[tuple[Any, ...]]] = {}
