@@ -158,14 +158,27 @@ async def test_replay_gets_the_whole_schedule_again(api, make_receiver):
     assert [a["trigger"] for a in delivery["attempts"][3:]] == ["manual", "scheduled", "scheduled"]
 
 
-async def test_replay_of_pending_delivery_is_409(api, make_receiver):
-    receiver = await make_receiver((503, {"Retry-After": "60"}))
+async def test_replay_of_a_pending_delivery_tries_it_now(api, make_receiver):
+    # The receiver asked for a minute; its owner fixed it and does not wait.
+    receiver = await make_receiver((503, {"Retry-After": "60"}), 200)
     job = await api.submit(type="echo", payload=1, callback_url=receiver.url)
     await receiver.wait_for_requests(1)
     done = await api.job(job["id"], wait=5)
-    status, body = await api.call("POST", f"/v1/deliveries/{done['deliveries'][0]['id']}/replay")
-    assert status == 409
-    assert body["status"] == 409
+    delivery_id = done["deliveries"][0]["id"]
+    await wait_for(lambda: _attempts(api, delivery_id, 1))
+    status, body = await api.call("POST", f"/v1/deliveries/{delivery_id}/replay")
+    assert status == 202, body
+    assert body["status"] == "pending"
+    await receiver.wait_for_requests(2, timeout=5)
+    delivery = await api.settled_delivery(job["id"])
+    assert delivery["status"] == "succeeded"
+    assert [a["trigger"] for a in delivery["attempts"]] == ["scheduled", "manual"]
+    assert delivery["attempts"][1]["by"]
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [delivery_id] * 2
+
+
+async def _attempts(api, delivery_id: str, count: int) -> bool:
+    return (await api.delivery(delivery_id))["attempt_count"] >= count
 
 
 async def test_bulk_replay_dry_run_counts_and_changes_nothing(api, make_receiver):

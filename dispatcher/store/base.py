@@ -151,7 +151,7 @@ class Store(ABC):
     async def replay_delivery(
         self, delivery_id: str, tenant: str | None, by: str, now: float
     ) -> Delivery:
-        """Send a finished delivery again (NotFound, or Conflict while pending)."""
+        """Send a finished delivery again, or try a pending one now (NotFound if none)."""
 
     @abstractmethod
     async def replay_deliveries(

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from dispatcher.errors import Conflict, NotFound
+from dispatcher.errors import NotFound
 from dispatcher.store import sqlite_sql as sql
 from dispatcher.store.records import (
     Attempt,
@@ -133,18 +133,14 @@ class SQLiteDeliveries(SQLiteConnection):
     ) -> Delivery:
         async def op(batch: Batch) -> Any:
             rows = list(
-                await batch.db.execute_fetchall(
-                    sql.REPLAY_ONE, (now, by, delivery_id, tenant, tenant)
-                )
+                await batch.db.execute_fetchall(sql.REPLAY_ONE, (now, by, delivery_id, tenant))
             )
             return rows[0] if rows else None
 
         row = await self._write(op)
-        if row is not None:
-            return Delivery.from_row(row)
-        if await self.get_delivery(delivery_id, tenant) is None:
+        if row is None:
             raise NotFound("no such delivery")
-        raise Conflict("the delivery is pending; only a finished delivery can be replayed")
+        return Delivery.from_row(row)
 
     async def replay_deliveries(
         self, where: DeliveryFilter, by: str, now: float, dry_run: bool

@@ -141,14 +141,18 @@ GET_DELIVERY = "SELECT * FROM deliveries WHERE id = ? AND (? IS NULL OR tenant =
 
 ATTEMPTS = "SELECT * FROM attempts WHERE delivery_id = ? ORDER BY number"
 
+# A finished delivery is sent again with the whole schedule (which starts
+# after the attempts made so far); a pending one is tried now, and the rest
+# of its schedule goes on from there. A pending delivery's lease is left
+# alone: if it is in flight, that attempt is the one made now.
 _REPLAY_SET = """
-UPDATE deliveries SET status = 'pending', next_attempt_at = ?, schedule_start = attempt_count,
-                      trigger = 'manual', triggered_by = ?, lease_owner = NULL, lease_until = NULL
+UPDATE deliveries SET status = 'pending', next_attempt_at = ?1,
+                      schedule_start = CASE status WHEN 'pending' THEN schedule_start
+                                                   ELSE attempt_count END,
+                      trigger = 'manual', triggered_by = ?2
 """
 
-REPLAY_ONE = (
-    _REPLAY_SET + "WHERE id = ? AND (? IS NULL OR tenant = ?) AND status != 'pending' RETURNING *"
-)
+REPLAY_ONE = _REPLAY_SET + "WHERE id = ?3 AND (?4 IS NULL OR tenant = ?4) RETURNING *"
 
 REPLAY_MANY = _REPLAY_SET + "WHERE status != 'pending' AND {where}"
 
