@@ -199,3 +199,15 @@ async def test_jobs_list_filters_by_status_and_type(api):
     assert [j["id"] for j in failed["items"]] == [bad["id"]]
     assert [j["id"] for j in echoes["items"]] == [ok["id"]]
     assert failed["next_cursor"] is None
+
+
+async def test_json_answers_end_with_a_newline(api):
+    # `curl -s` output then leaves the shell prompt on a line of its own.
+    for method, path, body in (
+        ("POST", "/v1/jobs", {"type": "echo", "payload": 1}),
+        ("GET", "/v1/jobs", None),
+        ("GET", "/v1/jobs/job_nope", None),
+    ):
+        async with api.client.request(method, path, json=body, headers=api.headers()) as r:
+            text = await r.text()
+        assert text.endswith("}\n"), (path, text[-20:])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from dispatcher.api.answers import json_answer
 from dispatcher.api.context import principal, services
 from dispatcher.api.parsing import body, decode_cursor, page_body, query
 from dispatcher.errors import NotFound
@@ -30,7 +31,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
         before=decode_cursor(params.cursor, lambda value: is_id(value, "msg")),
     )
     page = await svc.store.list_deliveries(where)
-    return web.json_response(page_body([d.public() for d in page.items], page.next_cursor))
+    return json_answer(page_body([d.public() for d in page.items], page.next_cursor))
 
 
 @routes.get("/v1/deliveries/{id}")
@@ -42,7 +43,7 @@ async def show(request: web.Request) -> web.Response:
         found = await svc.store.get_delivery(delivery_id, principal(request).scope())
     if found is None:
         raise NotFound(f"no delivery {delivery_id}")
-    return web.json_response(found.public())
+    return json_answer(found.public())
 
 
 @routes.post("/v1/deliveries/replay")
@@ -60,9 +61,9 @@ async def replay_many(request: web.Request) -> web.Response:
     )
     count = await svc.store.replay_deliveries(where, who.prefix, now(), spec.dry_run)
     if spec.dry_run:
-        return web.json_response({"matched": count})
+        return json_answer({"matched": count})
     svc.deliverer.wake()
-    return web.json_response({"replayed": count}, status=202)
+    return json_answer({"replayed": count}, status=202)
 
 
 @routes.post("/v1/deliveries/{id}/replay")
@@ -74,4 +75,4 @@ async def replay_one(request: web.Request) -> web.Response:
         raise NotFound(f"no delivery {delivery_id}")
     delivery = await svc.store.replay_delivery(delivery_id, who.scope(), who.prefix, now())
     svc.deliverer.wake()
-    return web.json_response(delivery.public(), status=202)
+    return json_answer(delivery.public(), status=202)

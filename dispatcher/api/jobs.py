@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dispatcher.api.answers import json_answer
 from dispatcher.api.context import Services, principal, services
 from dispatcher.api.parsing import decode_cursor, page_body, query, read_json, validate
 from dispatcher.errors import Conflict, Invalid, NotFound
@@ -57,7 +58,7 @@ def _idempotency_key(request: web.Request) -> str | None:
 def job_response(
     job: Job, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.json_response(job.public(), status=status, headers=headers)
+    return json_answer(job.public(), status=status, headers=headers)
 
 
 @routes.post("/v1/jobs")
@@ -134,7 +135,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         before=decode_cursor(params.cursor, lambda value: is_id(value, "job")),
     )
     page = await svc.store.list_jobs(where)
-    return web.json_response(page_body([job.public() for job in page.items], page.next_cursor))
+    return json_answer(page_body([job.public() for job in page.items], page.next_cursor))
 
 
 @routes.post("/v1/jobs/{id}/cancel")

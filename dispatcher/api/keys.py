@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from dispatcher.api.answers import json_answer
 from dispatcher.api.authn import require_admin
 from dispatcher.api.context import principal, services
 from dispatcher.api.parsing import body, decode_cursor, page_body, query
@@ -29,7 +30,7 @@ async def create(request: web.Request) -> web.Response:
         "admin": record.admin,
         "signing_secret": secrets.current,
     }
-    return web.json_response(answer, status=201)
+    return json_answer(answer, status=201)
 
 
 @routes.get("/v1/keys")
@@ -39,7 +40,7 @@ async def list_keys(request: web.Request) -> web.Response:
     params = query(request, ListQuery)
     before = decode_cursor(params.cursor, _rowid)
     page = await svc.store.list_keys(params.limit, before)
-    return web.json_response(page_body([k.public() for k in page.items], page.next_cursor))
+    return json_answer(page_body([k.public() for k in page.items], page.next_cursor))
 
 
 def _rowid(value: str) -> bool:
@@ -65,7 +66,7 @@ async def signing_secret(request: web.Request) -> web.Response:
     secrets = await svc.store.tenant_secrets(principal(request).tenant)
     if secrets is None:
         raise NotFound("the tenant has no signing secret")
-    return web.json_response({"secret": secrets.current})
+    return json_answer({"secret": secrets.current})
 
 
 @routes.post("/v1/signing-secret/rotate")
@@ -75,4 +76,4 @@ async def rotate_signing_secret(request: web.Request) -> web.Response:
     secrets = await svc.store.rotate_tenant_secret(
         principal(request).tenant, generate_secret(), grace_until
     )
-    return web.json_response({"secret": secrets.current})
+    return json_answer({"secret": secrets.current})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from dispatcher.api.answers import dumps
 from dispatcher.errors import DispatcherError, QueueFull
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def problem(
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return web.Response(
         status=status,
-        text=json.dumps(body),
+        text=dumps(body),
         content_type="application/problem+json",
         headers=headers,
     )

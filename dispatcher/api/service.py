@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from dispatcher.api.answers import json_answer
 from dispatcher.api.context import services
 from dispatcher.api.problems import problem
 
@@ -12,7 +13,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_answer({"status": "ok"})
 
 
 @routes.get("/readyz")
@@ -21,4 +22,4 @@ async def readyz(request: web.Request) -> web.Response:
         await services(request).store.ping()
     except Exception:
         return problem(503, "Service Unavailable", "the database cannot be reached")
-    return web.json_response({"status": "ready"})
+    return json_answer({"status": "ready"})
