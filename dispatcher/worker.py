@@ -13,7 +13,7 @@ from dispatcher.delivery.plan import finished, unrecordable
 from dispatcher.delivery.shares import SlotShares
 from dispatcher.events import EventHub
 from dispatcher.handlers import Handler, Registry, Retry
-from dispatcher.ids import now
+from dispatcher.ids import now, rfc3339
 from dispatcher.store.base import Store
 from dispatcher.store.records import Job, JobStatus, Outcome
 
@@ -116,27 +116,40 @@ class WorkerPool(ClaimLoop[Job]):
             return await self._retry(job, handler.retries, retry.after)
         except _Overran:
             error = {"type": "timeout", "message": f"the job ran longer than {handler.timeout:g}s"}
+            log.warning("job.timed_out", extra=_about(job, "job.timed_out"))
             return finished(job, JobStatus.FAILED, now(), error=error)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # shutdown: the job is released, not failed
-            return _failed(job, exc)
+            return _handler_failed(job, exc)
         except _Escaped as escaped:
-            return _failed(job, escaped.original)
+            return _handler_failed(job, escaped.original)
         except Exception as exc:
-            return _failed(job, exc)
+            return _handler_failed(job, exc)
 
     async def _retry(self, job: Job, retries: int, after: float) -> Outcome | None:
         if job.retries < retries:
-            await self._store.requeue_job(job.id, self._owner, now() + after)
+            run_at = now() + after
+            await self._store.requeue_job(job.id, self._owner, run_at)
             self._hub.publish(_requeued(job))
             self.wake()
+            log.info(
+                "job.retry_scheduled",
+                extra={
+                    **_about(job, "job.retry_scheduled"),
+                    "retry": f"{job.retries + 1}/{retries}",
+                    "run_at": rfc3339(run_at),
+                },
+            )
             return None
-        error = {
-            "type": "retries_exhausted",
-            "message": f"the handler asked for a retry after {retries} retries",
-        }
+        if retries == 0:
+            message = "the handler asked for a retry, but its job type allows none (retries=0)"
+        else:
+            spent = "its only retry" if retries == 1 else f"all {retries} of its retries"
+            message = f"the handler asked for a retry after {spent}"
+        error = {"type": "retries_exhausted", "message": message}
+        log.warning("job.retries_exhausted", extra=_about(job, "job.retries_exhausted"))
         return finished(job, JobStatus.FAILED, now(), error=error)
 
     async def _finish_or_fail(self, job: Job, outcome: Outcome) -> None:
@@ -172,10 +185,10 @@ class WorkerPool(ClaimLoop[Job]):
         if done is not None:
             self._hub.publish(done)
             self._on_finished(done)
-            log.info(
-                "job.finished",
-                extra={"action": "job.finished", "job_id": job.id, "status": str(done.status)},
-            )
+            details = {**_about(job, "job.finished"), "status": str(done.status)}
+            if done.error:
+                details["error"] = done.error.get("type", "")
+            log.info("job.finished", extra=details)
         return done
 
     async def cancel(self, job: Job, error: dict[str, str] | None = None) -> Job | None:
@@ -237,6 +250,19 @@ def _forget(task: asyncio.Future[Any]) -> None:
     """Take an abandoned handler's end, so asyncio does not log it as unretrieved."""
     if not task.cancelled():
         task.exception()
+
+
+def _about(job: Job, action: str) -> dict[str, str]:
+    return {"action": action, "job_id": job.id, "job_type": job.type}
+
+
+def _handler_failed(job: Job, exc: BaseException) -> Outcome:
+    """The handler raised: its traceback goes to the log, where its developer looks."""
+    log.error(
+        "job.handler_failed", exc_info=(type(exc), exc, exc.__traceback__),
+        extra=_about(job, "job.handler_failed"),
+    )  # fmt: skip
+    return _failed(job, exc)
 
 
 def _failed(job: Job, exc: BaseException) -> Outcome:

@@ -143,7 +143,8 @@ async def cancel(request: web.Request) -> web.Response:
     svc = services(request)
     job = await _get(svc, request.match_info["id"], principal(request).scope())
     if job.status is not JobStatus.QUEUED:
-        raise Conflict(f"the job is {job.status}; only a queued job can be cancelled")
+        state = "running" if job.status is JobStatus.RUNNING else f"already {job.status}"
+        raise Conflict(f"the job is {state}; only a queued job can be cancelled")
     cancelled = await svc.pool.cancel(job)
     if cancelled is None:
         raise Conflict("the job started before it could be cancelled")

@@ -20,7 +20,7 @@ from dispatcher.delivery.destinations import Destinations
 from dispatcher.delivery.plan import callback_failed
 from dispatcher.delivery.policy import AttemptResult, RetryPolicy
 from dispatcher.delivery.shares import Destination, SlotShares
-from dispatcher.ids import now
+from dispatcher.ids import now, rfc3339
 from dispatcher.store.base import Store
 from dispatcher.store.records import (
     Attempt,
@@ -171,15 +171,7 @@ class Deliverer(ClaimLoop[DueDelivery]):
         upcoming = record.next_attempt_at
         if upcoming is not None and (self._next_due is None or upcoming < self._next_due):
             self._next_due = upcoming
-        log.info(
-            "delivery.attempted",
-            extra={
-                "action": "delivery.attempted",
-                "delivery_id": delivery.id,
-                "status_code": result.status_code,
-                "outcome": str(record.status),
-            },
-        )
+        _log_attempt(record, delivery)
 
     def _record(
         self, due: DueDelivery, result: AttemptResult, started: float, duration_ms: int
@@ -215,6 +207,27 @@ class Deliverer(ClaimLoop[DueDelivery]):
                 ok=False, error=f"channel {due.delivery.channel} is not configured"
             )
         return await sender.send(due)
+
+
+def _log_attempt(record: AttemptRecord, delivery: Delivery) -> None:
+    """One line per attempt; a failure says why, and one that ends the delivery is a WARNING."""
+    attempt = record.attempt
+    details: dict[str, object] = {
+        "delivery_id": delivery.id,
+        "job_id": delivery.job_id,
+        "channel": str(delivery.channel),
+        "attempt": attempt.number,
+        "status_code": attempt.status_code,
+        "outcome": str(record.status),
+    }
+    if attempt.error:
+        details["error"] = attempt.error
+    if record.next_attempt_at is not None:
+        details["next_attempt_at"] = rfc3339(record.next_attempt_at)
+    if record.status is DeliveryStatus.FAILED:
+        log.warning("delivery.failed", extra={"action": "delivery.failed", **details})
+    else:
+        log.info("delivery.attempted", extra={"action": "delivery.attempted", **details})
 
 
 def _abandoned(delivery: Delivery) -> str:
