@@ -8,6 +8,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -26,6 +27,7 @@ from dispatcher.delivery.netguard import NetworkPolicy
 from dispatcher.delivery.policy import RetryPolicy
 from dispatcher.delivery.sms import SmsSender
 from dispatcher.delivery.webhook import SecretsFor, WebhookSender
+from dispatcher.errors import StartupError
 from dispatcher.events import EventHub
 from dispatcher.handlers import Registry, load_registry
 from dispatcher.housekeeping import Housekeeping
@@ -46,8 +48,9 @@ def open_store(settings: Settings) -> Store:
     path = settings.sqlite_path
     if path is not None:
         return SQLiteStore(path)
-    raise ValueError(
-        f"unsupported DISPATCHER_DATABASE_URL scheme: {settings.database_url.split(':')[0]}"
+    raise StartupError(
+        f"DISPATCHER_DATABASE_URL: unsupported scheme {settings.database_url.split(':')[0]!r}; "
+        "use sqlite:///PATH"
     )
 
 
@@ -61,7 +64,7 @@ def create_app(settings: Settings, *, announce: Announce | None = None) -> web.A
     # Made here, not at startup, so a bad database URL or a handler module
     # that does not import fails before anything is opened.
     store = open_store(settings)
-    registry = load_registry(settings.handlers)
+    registry = load_registry(settings.handlers, search=Path.cwd())
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async for _ in _run_parts(app, settings, store, registry, announce):

@@ -97,3 +97,9 @@ class BlockedAddress(DispatcherError):
 
     status = 422
     title = "Unprocessable Content"
+
+
+class StartupError(DispatcherError):
+    """The service cannot start as it is configured; the message says what to change."""
+
+    title = "Startup Error"

@@ -6,11 +6,15 @@ import asyncio
 import contextvars
 import importlib
 import inspect
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from dispatcher.errors import StartupError
 
 DEFAULT_TIMEOUT = 600.0
 
@@ -110,11 +114,38 @@ def handler(
     return register
 
 
-def load_registry(modules: Iterable[str]) -> Registry:
-    """Import the operator's handler modules, then snapshot the registry."""
+def load_registry(modules: Iterable[str], search: Path | None = None) -> Registry:
+    """Import the operator's handler modules, then snapshot the registry.
+
+    `search` (the working directory of `dispatcher serve`) comes first on the
+    import path, as it does for `python -m`: an installed console script does
+    not have it there, and `myjobs.py` beside the user would not be found.
+    """
+    if search is not None and str(search) not in sys.path:
+        sys.path.insert(0, str(search))
     for module in modules:
-        importlib.import_module(module)
+        _import(module, search)
     return DEFAULT_REGISTRY.copy()
+
+
+def _import(module: str, search: Path | None) -> None:
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module + ".").startswith(exc.name + "."):
+            where = f"in {search} or " if search is not None else ""
+            raise StartupError(
+                f"DISPATCHER_HANDLERS: no module {module!r} {where}on the Python path; start "
+                f"dispatcher in the folder that holds {module.split('.')[0]}, or install it "
+                "with pip"
+            ) from exc
+        raise StartupError(
+            f"DISPATCHER_HANDLERS: importing {module!r} failed: {exc}; install what it needs"
+        ) from exc
+    except Exception as exc:
+        raise StartupError(
+            f"DISPATCHER_HANDLERS: importing {module!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 @handler("echo")

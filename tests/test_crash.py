@@ -379,7 +379,7 @@ async def test_serve_prints_admin_key_once_on_empty_database(serve, http):
 @pytest.mark.parametrize(
     ("variable", "value", "reason"),
     [
-        ("DISPATCHER_HANDLERS", "no_such_module", "No module named 'no_such_module'"),
+        ("DISPATCHER_HANDLERS", "no_such_module", "no module 'no_such_module'"),
         ("DISPATCHER_SMTP_URL", "http://127.0.0.1:1", "DISPATCHER_SMTP_URL"),
     ],
 )

@@ -31,8 +31,11 @@ BASE_ENV = {
     "DISPATCHER_SHUTDOWN_GRACE": "5",
 }
 ADMIN_KEY_LINE = re.compile(r"\bdk_[A-Za-z0-9_\-]+")
+# The console script `pip install` made, as a user runs it (not `python -m`, which
+# would put the working directory on the import path by itself).
+DISPATCHER = str(Path(sys.executable).with_name("dispatcher"))
 # So that `dispatcher serve` can import test handler modules wherever pytest runs from.
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -96,6 +99,12 @@ class Http:
         assert status == 202, body
         return body
 
+    async def wait(self, server: Server, job_id: str, seconds: int = 10) -> dict[str, Any]:
+        """The job once finished (a long-poll), or as it stands after `seconds`."""
+        status, body = await self.call(server, "GET", f"/v1/jobs/{job_id}?wait={seconds}")
+        assert status == 200, body
+        return body
+
     async def job(self, server: Server, job_id: str) -> dict[str, Any]:
         status, body = await self.call(server, "GET", f"/v1/jobs/{job_id}")
         assert status == 200, body
@@ -135,7 +144,7 @@ async def serve(http: Http, tmp_path: Path) -> AsyncIterator[Callable[..., Await
     started: list[Server] = []
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
 
-    async def start(**overrides: str | None) -> Server:
+    async def start(cwd: Path | None = None, **overrides: str | None) -> Server:
         port = free_port()
         env = {
             **inherited,
@@ -151,7 +160,9 @@ async def serve(http: Http, tmp_path: Path) -> AsyncIterator[Callable[..., Await
         stdout_file, stderr_file = tmp_path / f"serve-{n}.out", tmp_path / f"serve-{n}.err"
         with stdout_file.open("wb") as out, stderr_file.open("wb") as err:
             process = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "dispatcher.cli", "serve"),
+                DISPATCHER,
+                "serve",
+                cwd=cwd or tmp_path,
                 env=env,
                 stdout=out,
                 stderr=err,
