@@ -23,44 +23,111 @@ def _split(value: object) -> object:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DISPATCHER_", extra="ignore", frozen=True)
 
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    database_url: str = "sqlite:///dispatcher.db"
-    admin_key: SecretStr | None = None
-    workers: int = Field(16, ge=1)
-    max_queue: int = Field(100_000, ge=1)
-    lease_seconds: float = Field(30, gt=0)
-    handlers: CommaList = ()
-    retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
-    delivery_timeout: float = Field(15, gt=0)
-    rotation_grace: float = Field(86_400, ge=0)
-    disable_after: float = Field(432_000, gt=0)
-    allow_networks: Annotated[tuple[Network, ...], NoDecode] = ()
-    max_body_bytes: int = Field(1_048_576, ge=1024)
-    public_url: str | None = None
-    retention_days: float = Field(30, gt=0)
-    log_format: Literal["text", "json"] = "text"
-    log_level: str = "INFO"
-    smtp_url: SecretStr | None = None
-    email_from: str = "dispatcher@localhost"
-    sms_url: str | None = None
-    sms_account_sid: str | None = None
-    sms_auth_token: SecretStr | None = None
-    sms_from: str | None = None
-    # Not in the SPEC table: how many webhook/email/SMS attempts run at once.
-    # Deliveries never take job slots; this only bounds sockets and memory.
-    delivery_concurrency: int = Field(256, ge=1)
-    # At most this many attempts in flight to one host (webhook host:port, or
-    # the email relay, or the SMS gateway): a hanging receiver holds only these.
-    delivery_per_host: int = Field(32, ge=1)
-    # How often idle workers look for work that other processes (or the retry
-    # schedule) made due. Work submitted in this process wakes them at once.
-    poll_interval: float = Field(0.5, gt=0)
-    # How long SIGTERM waits for running jobs before releasing them.
-    shutdown_grace: float = Field(10, ge=0)
-    # Queued jobs one tenant may hold (default: a tenth of max_queue), so that
-    # no tenant can fill the queue and have everyone else's submissions refused.
-    max_queue_per_tenant: int | None = Field(None, ge=1)
+    host: str = Field("127.0.0.1", description="Address the API listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port the API listens on.")
+    database_url: str = Field(
+        "sqlite:///dispatcher.db",
+        description="sqlite:///PATH (relative to the working directory, or sqlite:////abs/path).",
+    )
+    admin_key: SecretStr | None = Field(
+        None,
+        description="A bootstrap admin API key of your choosing (tenant 'admin'). When unset "
+        "and the database has no key, serve creates an admin key and prints it once.",
+    )
+    workers: int = Field(16, ge=1, description="Jobs run at once (deliveries do not take these).")
+    max_queue: int = Field(
+        100_000, ge=1, description="Queued jobs beyond which POST /v1/jobs answers 503."
+    )
+    lease_seconds: float = Field(
+        30,
+        gt=0,
+        description="How long a claimed job or delivery stays with the process that claimed it; "
+        "after a crash its work is taken up again within this time.",
+    )
+    handlers: CommaList = Field(
+        (),
+        description="Comma-separated Python modules imported at start (from the working "
+        "directory first, as python -m does); they register job handlers with @handler.",
+    )
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
+        DEFAULT_RETRY_SCHEDULE,
+        description="Seconds to wait before each retry after the first (immediate) attempt; "
+        "its length is the number of retries. Empty: no retries.",
+    )
+    delivery_timeout: float = Field(
+        15, gt=0, description="Seconds for one delivery attempt, connect to last byte."
+    )
+    rotation_grace: float = Field(
+        86_400, ge=0, description="Seconds an old signing secret keeps signing after a rotation."
+    )
+    disable_after: float = Field(
+        432_000,
+        gt=0,
+        description="Seconds of failing without a single success after which an endpoint is "
+        "disabled.",
+    )
+    allow_networks: Annotated[tuple[Network, ...], NoDecode] = Field(
+        (),
+        description="CIDRs that callbacks may reach although private, loopback or link-local "
+        "(e.g. 127.0.0.0/8,::1/128 for local development); everything else non-public is "
+        "refused.",
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body the API accepts."
+    )
+    public_url: str | None = Field(
+        None, description="The address users reach the API at, for links in emails."
+    )
+    retention_days: float = Field(
+        30,
+        gt=0,
+        description="Finished jobs, their deliveries and attempts older than this are purged.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text, or json for one JSON object per line."
+    )
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    smtp_url: SecretStr | None = Field(
+        None,
+        description="smtp://[user:pass@]host:port (smtps:// for TLS; ?starttls=true) for "
+        "email notifications.",
+    )
+    email_from: str = Field("dispatcher@localhost", description="Sender of notification emails.")
+    sms_url: str | None = Field(
+        None,
+        description="A Twilio-compatible SMS API: POST {URL}/2010-04-01/Accounts/{SID}/"
+        "Messages.json.",
+    )
+    sms_account_sid: str | None = Field(None, description="The SMS API's account SID.")
+    sms_auth_token: SecretStr | None = Field(None, description="The SMS API's auth token.")
+    sms_from: str | None = Field(None, description="The number SMS are sent from.")
+    delivery_concurrency: int = Field(
+        256,
+        ge=1,
+        description="Webhook, email and SMS attempts in flight at once. Each tenant holds at "
+        "most a fair share while others wait; an eighth is kept for newcomers.",
+    )
+    delivery_per_host: int = Field(
+        32,
+        ge=1,
+        description="Attempts in flight from one tenant to one address:port (however it is "
+        "spelled or named), or to the email relay, or to the SMS gateway.",
+    )
+    poll_interval: float = Field(
+        0.5,
+        gt=0,
+        description="How often idle workers look for work made due elsewhere (retries, other "
+        "instances); work submitted to this process wakes them at once.",
+    )
+    shutdown_grace: float = Field(
+        10, ge=0, description="Seconds SIGTERM waits for running work before releasing it."
+    )
+    max_queue_per_tenant: int | None = Field(
+        None,
+        ge=1,
+        description="Queued jobs one tenant may hold (default: a tenth of "
+        "DISPATCHER_MAX_QUEUE), so that no tenant can fill the queue for everyone.",
+    )
 
     @field_validator("handlers", mode="before")
     @classmethod

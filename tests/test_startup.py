@@ -1,0 +1,34 @@
+"""What serve says at start: where the database is, what it runs, what was changed; no secret."""
+
+from __future__ import annotations
+
+from dispatcher.handlers import load_registry
+from dispatcher.settings import Settings
+from dispatcher.startup import summary
+
+
+def test_the_summary_names_the_database_job_types_and_changed_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(
+        admin_key="operator-chosen-admin-key",
+        smtp_url="smtp://mailer:hunter2hunter2@127.0.0.1:2525",
+        retry_schedule="1,2",
+        workers=4,
+    )
+    text = "\n".join(summary(settings, load_registry(())))
+    assert f"database: {tmp_path}/dispatcher.db" in text
+    assert "job types: echo, fail, sleep" in text
+    assert "runs 4 jobs and 256 deliveries at once" in text
+    assert "DISPATCHER_RETRY_SCHEDULE=1.0,2.0" in text
+    assert "DISPATCHER_ADMIN_KEY=***" in text
+    assert "DISPATCHER_SMTP_URL=***" in text
+    assert "DISPATCHER_LEASE_SECONDS" not in text  # left at its default
+    for secret in ("operator-chosen-admin-key", "hunter2"):
+        assert secret not in text
+
+
+def test_a_database_url_shows_no_password():
+    settings = Settings(database_url="postgresql://app:s3cret-pw@127.0.0.1:5432/test")
+    [database] = [line for line in summary(settings, load_registry(())) if "database" in line]
+    assert "s3cret-pw" not in database
+    assert "127.0.0.1:5432/test" in database
