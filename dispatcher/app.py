@@ -17,6 +17,7 @@ from dispatcher import __version__
 from dispatcher.api import deliveries, jobs, keys, service, stream
 from dispatcher.api.authn import auth_middleware
 from dispatcher.api.context import SERVICES, Services
+from dispatcher.api.limits import InProgress
 from dispatcher.api.problems import problem_middleware
 from dispatcher.auth import ADMIN_TENANT, Authenticator, new_key
 from dispatcher.delivery.channel import Sender
@@ -185,7 +186,10 @@ async def _start_parts(
     bootstrap = settings.admin_key.get_secret_value() if settings.admin_key else None
     await _bootstrap(store, bootstrap, announce)
     auth = Authenticator(store, bootstrap)
-    app[SERVICES] = Services(settings, store, registry, hub, network, auth, pool, deliverer)
+    in_progress = InProgress(settings.max_requests_per_tenant)
+    app[SERVICES] = Services(
+        settings, store, registry, hub, network, auth, pool, deliverer, in_progress
+    )
     running = _Running(store, pool, deliverer, housekeeping, (session, gateway_session))
     running.start()
     log.info("dispatcher.started", extra={"action": "dispatcher.started", "owner": owner})

@@ -99,6 +99,13 @@ class BlockedAddress(DispatcherError):
     title = "Unprocessable Content"
 
 
+class TooManyRequests(DispatcherError):
+    """This tenant has too many requests in progress; try again when some have ended."""
+
+    status = 429
+    title = "Too Many Requests"
+
+
 class StartupError(DispatcherError):
     """The service cannot start as it is configured; the message says what to change."""
 

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(
         10, ge=0, description="Seconds SIGTERM waits for running work before releasing it."
     )
+    max_requests_per_tenant: int = Field(
+        256,
+        ge=1,
+        description="Requests one tenant may have in progress at once, streams and long-polls "
+        "included; past it 429 with Retry-After. Admin keys are not counted.",
+    )
     max_queue_per_tenant: int | None = Field(
         None,
         ge=1,

@@ -401,3 +401,29 @@ async def test_one_tenant_cannot_fill_the_queue_for_everyone(make_api):
 
 async def _status_is(api: Api, job_id: str, status: str) -> bool:
     return (await api.job(job_id))["status"] == status
+
+
+async def test_one_tenants_open_streams_are_bounded_and_leave_room_for_others(make_api):
+    api = await make_api(max_requests_per_tenant=3)
+    hostile, _ = await api.new_tenant("hostile")
+    friendly, _ = await api.new_tenant("friendly")
+    sockets = [
+        await api.client.ws_connect("/v1/events/ws", headers=hostile.headers()) for _ in range(3)
+    ]
+    try:
+        status, problem = await hostile.call("GET", "/v1/jobs")
+        assert status == 429, problem
+        async with api.client.get("/v1/events/ws", headers=hostile.headers()) as refused:
+            assert refused.status == 429
+            assert refused.headers["Retry-After"] == "1"
+        status, _ = await friendly.call("GET", "/v1/jobs")
+        assert status == 200
+    finally:
+        for ws in sockets:
+            await ws.close()
+    await wait_for(lambda: _answers(hostile, 200))
+
+
+async def _answers(api: Api, expected: int) -> bool:
+    status, _ = await api.call("GET", "/v1/jobs")
+    return status == expected

@@ -17,7 +17,9 @@ def test_the_summary_names_the_database_job_types_and_changed_settings(tmp_path,
     )
     text = "\n".join(summary(settings, load_registry(())))
     assert f"database: {tmp_path}/dispatcher.db" in text
-    assert "job types: echo, fail, sleep" in text
+    [types] = [line for line in text.splitlines() if line.startswith("job types: ")]
+    # Earlier tests may have loaded more handler modules into this process.
+    assert {"echo", "fail", "sleep"} <= set(types.removeprefix("job types: ").split(", "))
     assert "runs 4 jobs and 256 deliveries at once" in text
     assert "DISPATCHER_RETRY_SCHEDULE=1.0,2.0" in text
     assert "DISPATCHER_ADMIN_KEY=***" in text

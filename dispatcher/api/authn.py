@@ -29,12 +29,14 @@ def _token(request: web.Request) -> str | None:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/v1/"):
         return await handler(request)
+    svc = services(request)
     token = _token(request)
-    found = await services(request).auth.authenticate(token) if token else None
+    found = await svc.auth.authenticate(token) if token else None
     if found is None:
         raise Unauthorized()
     request[PRINCIPAL] = found
-    return await handler(request)
+    with svc.in_progress.held(found):
+        return await handler(request)
 
 
 def require_admin(who: Principal) -> None:

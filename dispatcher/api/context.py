@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from dispatcher.api.limits import InProgress
 from dispatcher.auth import Authenticator, Principal
 from dispatcher.delivery.deliverer import Deliverer
 from dispatcher.delivery.netguard import NetworkPolicy
@@ -26,6 +27,7 @@ class Services:
     auth: Authenticator
     pool: WorkerPool
     deliverer: Deliverer
+    in_progress: InProgress
 
 
 SERVICES = web.AppKey("services", Services)

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from dispatcher.api.answers import dumps
-from dispatcher.errors import DispatcherError, QueueFull
+from dispatcher.errors import DispatcherError, QueueFull, TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ def from_error(error: DispatcherError) -> web.Response:
     headers = None
     if isinstance(error, QueueFull):
         headers = {"Retry-After": str(error.retry_after)}
+    elif isinstance(error, TooManyRequests):
+        headers = {"Retry-After": "1"}
     return problem(error.status, error.title, error.detail, headers, **error.extra)
 
 
