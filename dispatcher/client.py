@@ -6,7 +6,8 @@
 
 Every method returns the API's JSON as plain dicts. An error answer raises
 `ApiError` (its `status`, `title`, `detail` and `errors` come from the
-problem+json body); a server that cannot be reached raises `ClientError`.
+problem+json body); a server that cannot be reached, or does not answer within
+the client's timeouts, raises `ClientError`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from dispatcher import __version__
 
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 MAX_WAIT = 60  # the API holds a long-poll at most this many seconds
+DEFAULT_TIMEOUT = 30.0  # seconds for one request, connect to last byte
+DEFAULT_CONNECT_TIMEOUT = 10.0
+# A stream may stay quiet for as long as its job runs, but the server sends a
+# heartbeat every 15 s: three missed in a row means the connection is dead.
+STREAM_READ_TIMEOUT = 45.0
 
 Moment = datetime | str
 
@@ -87,11 +93,16 @@ def _query(values: Mapping[str, Any]) -> dict[str, str]:
 
 def _segment(value: str) -> str:
     # Ids go into the path; quoting keeps a stray "/" or "?" from reaching another route.
-    return quote(str(value), safe="")
+    # An id typed on a terminal that is not UTF-8 still reaches the server, as its bytes.
+    return quote(str(value), safe="", errors="surrogateescape")
 
 
 class Client:
-    """A client for one dispatcher, speaking as one API key."""
+    """A client for one dispatcher, speaking as one API key.
+
+    Seconds, past which a call raises `ClientError`: `timeout` for each request
+    (a long-poll adds the server's wait), `connect_timeout` for the connection,
+    `stream_read_timeout` for a stream's silence (heartbeats count)."""
 
     def __init__(
         self,
@@ -99,13 +110,20 @@ class Client:
         key: str,
         *,
         session: aiohttp.ClientSession | None = None,
-        timeout: float = 30,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        stream_read_timeout: float = STREAM_READ_TIMEOUT,
     ) -> None:
+        if not key.isprintable():
+            # Said now, and without the key: aiohttp would refuse it at the first request.
+            raise ValueError("the API key holds characters an HTTP header cannot carry")
         self.base_url = base_url.rstrip("/")
         self._key = key
         self._session = session
         self._owns_session = session is None
         self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._stream_read_timeout = stream_read_timeout
 
     def __repr__(self) -> str:
         return f"Client({self.base_url!r})"  # never the key
@@ -164,7 +182,7 @@ class Client:
                 "GET",
                 f"/v1/jobs/{_segment(job_id)}",
                 params={"wait": f"{left:.3f}"},
-                timeout=aiohttp.ClientTimeout(total=left + self._timeout),
+                timeout=self._timeouts(total=left + self._timeout),
             )
             if job.get("status") in FINISHED or time.monotonic() >= deadline:
                 return job
@@ -173,14 +191,14 @@ class Client:
         """The job now and at each change of status, from the SSE route, until it finishes."""
         path = f"/v1/jobs/{_segment(job_id)}/events"
         headers = {"Accept": "text/event-stream"}
-        # A stream may stay quiet for as long as the job runs: no read timeout.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout)
+        # No total: a stream lasts as long as its job. Silence is bounded by the read timeout.
+        timeout = self._timeouts(total=None, read=self._stream_read_timeout)
         async with self._open("GET", path, headers=headers, timeout=timeout) as response:
             await _raise_for_problem(response)
             async for event in _sse_events(response.content):
                 if event.name != "job":
                     continue
-                job = json.loads(event.data)
+                job = _job_event(event.data)
                 yield job
                 if job.get("status") in FINISHED:
                     return
@@ -274,27 +292,46 @@ class Client:
             )
         return self._session
 
+    def _timeouts(
+        self, total: float | None = None, read: float | None = None
+    ) -> aiohttp.ClientTimeout:
+        # `connect` also covers waiting for a pooled connection; `sock_connect` is the
+        # handshake: a host that drops SYNs fails at it, not only at the total.
+        return aiohttp.ClientTimeout(
+            total=total,
+            connect=self._connect_timeout,
+            sock_connect=self._connect_timeout,
+            sock_read=read,
+        )
+
     @contextlib.asynccontextmanager
     async def _open(
         self, method: str, path: str, **kwargs: Any
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The response to one request; transport failures become ClientErrors."""
+        """The response to one request; transport failures and timeouts become ClientErrors."""
         headers = {"Authorization": f"Bearer {self._key}", **(kwargs.pop("headers", None) or {})}
-        kwargs.setdefault("timeout", aiohttp.ClientTimeout(total=self._timeout))
+        timeout = kwargs.setdefault("timeout", self._timeouts(total=self._timeout))
         session = self._ensure_session()
         try:
             async with session.request(
                 method, self.base_url + path, headers=headers, **kwargs
             ) as response:
                 yield response
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
+            raise ClientError(self._timed_out(exc, timeout)) from exc
         except aiohttp.ClientConnectorError as exc:
             refused = isinstance(exc.os_error, ConnectionRefusedError)
             reason = "connection refused" if refused else exc.strerror
             raise ClientError(f"cannot connect to {self.base_url}: {reason}") from exc
         except aiohttp.ClientError as exc:
             raise ClientError(f"{method} {self.base_url}{path} failed: {exc}") from exc
-        except TimeoutError as exc:
-            raise ClientError(f"{method} {self.base_url}{path}: no answer in time") from exc
+
+    def _timed_out(self, exc: TimeoutError, timeout: aiohttp.ClientTimeout) -> str:
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return f"cannot connect to {self.base_url} within {_seconds(timeout.sock_connect)}"
+        if isinstance(exc, aiohttp.SocketTimeoutError):
+            return f"nothing from {self.base_url} for {_seconds(timeout.sock_read)}"
+        return f"no answer from {self.base_url} within {_seconds(timeout.total)}"
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         async with self._open(method, path, **kwargs) as response:
@@ -303,8 +340,22 @@ class Client:
                 return None
             try:
                 return await response.json(content_type=None)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # deep nesting is a RecursionError
                 raise ClientError(f"{method} {path}: the answer is not JSON") from exc
+
+
+def _seconds(value: float | None) -> str:
+    return "the time allowed" if value is None else f"{value:g}s"
+
+
+def _job_event(data: str) -> dict[str, Any]:
+    try:
+        job = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ClientError("a job event is not JSON") from exc
+    if not isinstance(job, dict):
+        raise ClientError("a job event is not a JSON object")
+    return job
 
 
 async def _raise_for_problem(response: aiohttp.ClientResponse) -> None:
@@ -312,7 +363,7 @@ async def _raise_for_problem(response: aiohttp.ClientResponse) -> None:
         return
     text = await response.text(errors="replace")
     body: Any = None
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(ValueError, RecursionError):
         body = json.loads(text)
     title = response.reason or "Error"
     detail = text.strip()[:200] or title

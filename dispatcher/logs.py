@@ -1,12 +1,24 @@
-"""Logging: text for people, or one JSON object per line for machines."""
+"""Logging: text for people, or one JSON object per line for machines.
+
+Two filters stand between every record and the stream: `RepeatLimiter`, so a
+failure that repeats in a tight loop (an accept() failing once the process is
+out of file descriptors) cannot fill the disk, and `RedactSecrets`, so no
+secret reaches the log, whichever library wrote the line.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
@@ -19,27 +31,250 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD}
 
 
-# What a secret of ours looks like, wherever a line came from (aiohttp echoing a
-# request line with ?token=, a library's traceback). Defence in depth: our own
-# lines never carry one.
-SECRET = re.compile(r"(dk_|whsec_|whsk_)[A-Za-z0-9_\-+/=]{6,}|(token=)[^&\s'\"]+")
+# Redaction
+
+MASK = "***"
+# What a credential looks like wherever a line came from (aiohttp echoing a bad
+# request line or header, a library's traceback, a repr of a headers dict). Our
+# own lines never carry one: this is defence in depth. The lookbehind keeps
+# `[a-z_-]*token` from rescanning a long word at every letter. A bare value runs
+# past quotes and commas, which a URL may hold: masking too much is the safe side.
+_SHAPES = re.compile(
+    r"""
+    (?P<prefix>dk_|whsec_|whsk_)[A-Za-z0-9_\-+/=]{6,}
+    | (?P<userinfo>://[^/\s:@'"]*:)[^@\s/'"]+(?=@)
+    | (?P<name>authorization|password|passwd|secret|api[_-]?key|(?<![a-z_-])[a-z_-]*token)
+      (?P<sep>\\?["']?\s*(?:[:=]|,(?=\s*\\?["']))\s*)
+      (?: (?P<quote>\\?["']) (?:\\.|.)*? (?:(?P=quote)|$)
+        | [^\s&#"\\]+ (?:\ [^\s&#"\\]+)? )
+    """,
+    re.IGNORECASE | re.VERBOSE | re.MULTILINE,
+)
+
+
+def _masked(found: re.Match[str]) -> str:
+    if found["prefix"]:
+        return found["prefix"] + MASK
+    if found["userinfo"]:
+        return found["userinfo"] + MASK
+    quote_mark = found["quote"] or ""
+    closing = quote_mark if quote_mark and found[0].endswith(quote_mark) else ""
+    return f"{found['name']}{found['sep']}{quote_mark}{MASK}{closing}"
+
+
+def _spellings(secret: str) -> set[str]:
+    """How a secret may be written out: as is, escaped by repr or JSON, percent-encoded."""
+    forms = {
+        secret,
+        repr(secret)[1:-1],
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+    }
+    with contextlib.suppress(UnicodeEncodeError):
+        forms.add(repr(secret.encode())[2:-1])
+    return {form for form in forms if form}
+
+
+class Redactor:
+    """Masks the operator's own secrets, however spelled, and anything shaped like a credential.
+
+    The operator chooses DISPATCHER_ADMIN_KEY and the SMTP and SMS passwords, so
+    they may look like anything: no pattern finds them, only their values.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        forms = {form for secret in secrets if secret for form in _spellings(secret)}
+        # Longest first, so that a secret containing another is masked whole.
+        ordered = sorted(forms, key=len, reverse=True)
+        self._secrets = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def literals(self, text: str) -> str:
+        """`text` without the operator's secrets (safe on JSON: only inside its strings)."""
+        return self._secrets.sub(MASK, text) if self._secrets is not None else text
+
+    def __call__(self, text: str) -> str:
+        return _SHAPES.sub(_masked, self.literals(text))
+
+
+# What `redact` uses: credential shapes, and the secrets `configure` was given.
+_active = Redactor()
 
 
 def redact(text: str) -> str:
-    return SECRET.sub(lambda m: f"{m.group(1) or m.group(2)}***", text)
+    return _active(text)
+
+
+def mask_secrets(text: str) -> str:
+    """Only the configured secrets: for a terminal, where a credential shape may be a typo."""
+    return _active.literals(text)
 
 
 class RedactSecrets(logging.Filter):
+    """Masks secrets in a record's message, traceback, stack and string extras."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor or Redactor()
+
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, ()
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = None  # the formatter will report the bad arguments, with the template
+        if message is not None:
+            cleaned = self.redactor(message)
+            if cleaned != message:
+                record.msg, record.args = cleaned, ()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = self.redactor(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redactor(record.stack_info)
+        for name, value in _extras(record).items():
+            if isinstance(value, str):
+                setattr(record, name, self.redactor(value))
         return True
+
+
+# Repeats
+
+REPEAT_LIMIT = 10  # identical lines written per window; the rest are counted
+REPEAT_WINDOW = 10.0  # seconds
+REPEAT_KEYS = 1024  # distinct lines tracked at once: the limiter's own memory is bounded
+SUPPRESSED = "log.suppressed"
+_TIMER_FLOOR = 0.05  # seconds
+
+
+@dataclass(slots=True)
+class _Window:
+    logger: str
+    template: str
+    opened: float
+    level: int
+    seen: int = 0
+
+
+def _identity(record: logging.LogRecord) -> int:
+    # The template, not the formatted message: "Error handling request from %s" is one
+    # line whichever peer it names. Extras count, though: "delivery.failed" for two
+    # deliveries are two lines, each worth writing.
+    extras = sorted((k, repr(v)) for k, v in _extras(record).items())
+    return hash((record.name, record.levelno, str(record.msg), tuple(extras)))
+
+
+class RepeatLimiter(logging.Filter):
+    """Lets `limit` identical lines through per `window` seconds, then one line with the count.
+
+    Windows follow the records' own times. A summary is written by the next record
+    after its window ends, or by a timer at the end of the window, whichever is first.
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[logging.LogRecord], object],
+        *,
+        limit: int = REPEAT_LIMIT,
+        window: float = REPEAT_WINDOW,
+        max_keys: int = REPEAT_KEYS,
+    ) -> None:
+        super().__init__()
+        self._emit, self._limit, self._window, self._max_keys = emit, limit, window, max_keys
+        self._windows: dict[int, _Window] = {}  # in the order they opened, oldest first
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "action", None) == SUPPRESSED:
+            return True
+        with self._lock:
+            ended = self._close_ended(record.created)
+            window = self._window_for(record, ended)
+            window.seen += 1
+            allowed = window.seen <= self._limit
+            if not allowed:
+                window.level = max(window.level, record.levelno)
+                self._wake_at(window.opened + self._window)
+        self._write(ended)
+        return allowed
+
+    @property
+    def tracked(self) -> int:
+        """How many distinct lines the limiter holds state for (at most `max_keys`)."""
+        return len(self._windows)
+
+    def close(self) -> None:
+        """Write the counts still held back and stop the timer (at exit)."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            ended = [self._summary(w) for w in self._windows.values() if w.seen > self._limit]
+            self._windows.clear()
+        self._write(ended)
+
+    def _window_for(self, record: logging.LogRecord, ended: list[logging.LogRecord]) -> _Window:
+        key = _identity(record)
+        window = self._windows.get(key)
+        if window is None:
+            if len(self._windows) >= self._max_keys:
+                oldest = self._windows.pop(next(iter(self._windows)))
+                if oldest.seen > self._limit:
+                    ended.append(self._summary(oldest))
+            template = str(record.msg)[:200]
+            window = _Window(record.name, template, record.created, record.levelno)
+            self._windows[key] = window
+        return window
+
+    def _close_ended(self, now: float) -> list[logging.LogRecord]:
+        ended = []
+        while self._windows:
+            key, first = next(iter(self._windows.items()))
+            # A clock set back by more than a window also ends it; a few ms of
+            # disorder between threads does not.
+            if first.opened - self._window < now < first.opened + self._window:
+                break
+            del self._windows[key]
+            if first.seen > self._limit:
+                ended.append(self._summary(first))
+        return ended
+
+    def _wake_at(self, when: float) -> None:
+        # One timer at most; when it fires it sets the next. Daemon: never holds the exit.
+        # The floor keeps a window that threads opened out of order from spinning it.
+        if self._timer is None:
+            delay = max(_TIMER_FLOOR, when - time.time())
+            self._timer = threading.Timer(delay, self._on_timer)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer = None
+            ended = self._close_ended(time.time())
+            held = [w.opened + self._window for w in self._windows.values() if w.seen > self._limit]
+            if held:
+                self._wake_at(min(held))
+        self._write(ended)
+
+    def _summary(self, window: _Window) -> logging.LogRecord:
+        record = logging.LogRecord(window.logger, window.level, "", 0, SUPPRESSED, (), None)
+        record.action = SUPPRESSED
+        record.suppressed = window.seen - self._limit
+        record.window_seconds = self._window
+        record.repeated = " ".join(window.template.split())[:120]
+        return record
+
+    def _write(self, records: list[logging.LogRecord]) -> None:
+        # Outside the lock: the handler runs the filters (this one too) again.
+        for record in records:
+            self._emit(record)
+
+
+# Formats
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,19 +298,69 @@ class TextFormatter(logging.Formatter):
         return f"{text} {extras}" if extras else text
 
 
-def configure(log_format: str, level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    handler.addFilter(RedactSecrets())
+class BriefFormatter(logging.Formatter):
+    """One line, no traceback: for the command-line tools, whose user reads a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[0] is not None:
+            # The type only: the message of a parser's error may quote what was received.
+            text += f" ({record.exc_info[0].__name__})"
+        printable = "".join(c if c.isprintable() else " " for c in text)
+        return " ".join(printable.split())
+
+
+class _Redacting(logging.Formatter):
+    """A last pass over the finished line, for secrets in what the filter could not see."""
+
+    def __init__(self, inner: logging.Formatter, redactor: Redactor) -> None:
+        super().__init__()
+        self._inner, self._redactor = inner, redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._redactor.literals(self._inner.format(record))
+
+
+class _Handler(logging.StreamHandler):
+    """stderr; at close (logging.shutdown, at exit) the counts still held back."""
+
+    limiter: RepeatLimiter | None = None
+
+    def close(self) -> None:
+        if self.limiter is not None:
+            self.limiter.close()
+        super().close()
+
+
+def _install(formatter: logging.Formatter, level: str | int, secrets: Iterable[str]) -> None:
+    global _active  # the logging configuration is process-wide; so is what it masks
+    _active = Redactor(secrets)
+    handler = _Handler(sys.stderr)
+    handler.setFormatter(_Redacting(formatter, _active))
+    handler.limiter = RepeatLimiter(handler.handle)
+    # Repeats first: a suppressed line costs no redaction.
+    handler.addFilter(handler.limiter)
+    handler.addFilter(RedactSecrets(_active))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+
+
+def configure(log_format: str, level: str, secrets: Iterable[str] = ()) -> None:
+    """Log to stderr as `text` or `json`, never writing any of `secrets` (however spelled)."""
+    if log_format == "json":
+        formatter: logging.Formatter = JsonFormatter()
+    else:
+        formatter = TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    _install(formatter, level, secrets)
     # At DEBUG aiosqlite logs every statement with its parameters: payloads,
     # results and signing secrets. Never below WARNING.
-    logging.getLogger("aiosqlite").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("aiosqlite").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def configure_brief(secrets: Iterable[str] = ()) -> None:
+    """For the command-line tools: warnings and errors, one line each, never a traceback."""
+    _install(BriefFormatter(), logging.WARNING, secrets)
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -31,8 +31,15 @@ class Result:
     err: str
 
 
-async def run_cli(*args: str, url: str, key: str = ADMIN_KEY, stdin: bytes = b"") -> Result:
-    env = {**os.environ, "DISPATCHER_URL": url, "DISPATCHER_KEY": key}
+async def run_cli(
+    *args: str,
+    url: str,
+    key: str = ADMIN_KEY,
+    stdin: bytes = b"",
+    env: dict[str, str] | None = None,
+) -> Result:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
+    env = {**inherited, "DISPATCHER_URL": url, "DISPATCHER_KEY": key, **(env or {})}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -206,7 +213,14 @@ def test_verify_rejects_a_tampered_request(monkeypatch, capsys):
 @dataclass
 class Listener:
     url: str
-    lines: asyncio.Queue[str]
+    lines: asyncio.Queue[str]  # stdout: one per request
+    errors: asyncio.Queue[str]  # stderr after the banner
+
+
+async def _pump(stream: asyncio.StreamReader | None, into: asyncio.Queue[str]) -> None:
+    assert stream is not None
+    async for line in stream:
+        await into.put(line.decode())
 
 
 @pytest.fixture
@@ -218,38 +232,38 @@ async def listener() -> AsyncIterator[tuple[Listener, str]]:
         stderr=asyncio.subprocess.PIPE,
     )
     lines: asyncio.Queue[str] = asyncio.Queue()
-
-    async def pump() -> None:
-        assert proc.stdout is not None
-        async for line in proc.stdout:
-            await lines.put(line.decode())
-
-    reader = asyncio.create_task(pump())
+    errors: asyncio.Queue[str] = asyncio.Queue()
+    assert proc.stderr is not None
+    readers: list[asyncio.Task[None]] = []
     try:
-        assert proc.stderr is not None
         banner = (await asyncio.wait_for(proc.stderr.readline(), 10)).decode()
         found = re.search(r"http://127\.0\.0\.1:\d+/", banner)
         assert found, banner
-        yield Listener(found[0], lines), secret
+        readers += [
+            asyncio.create_task(_pump(proc.stdout, lines)),
+            asyncio.create_task(_pump(proc.stderr, errors)),
+        ]
+        yield Listener(found[0], lines, errors), secret
     finally:
-        proc.terminate()
+        if proc.returncode is None:
+            proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
-        await reader
+    await asyncio.gather(*readers)
 
 
-async def post(url: str, headers: dict[str, str]) -> int:
+async def post(url: str, headers: dict[str, str], body: str = BODY) -> tuple[int, str]:
     async with (
         aiohttp.ClientSession() as session,
-        session.post(url + "hook", data=BODY, headers=headers) as response,
+        session.post(url + "hook", data=body, headers=headers) as response,
     ):
-        return response.status
+        return response.status, await response.text()
 
 
 async def test_listen_accepts_and_prints_a_signed_webhook(listener):
     found, secret = listener
     headers = sign(secret, "msg_listen", int(time.time()), BODY)
 
-    assert await post(found.url, headers) == 200
+    assert (await post(found.url, headers))[0] == 200
 
     line = await asyncio.wait_for(found.lines.get(), 10)
     assert "msg_listen" in line
@@ -257,16 +271,33 @@ async def test_listen_accepts_and_prints_a_signed_webhook(listener):
     assert line.rstrip().endswith(" verified")
 
 
-async def test_listen_rejects_and_prints_an_unsigned_webhook(listener):
+async def test_listen_rejects_an_unsigned_webhook_without_printing_its_body(listener):
     found, _ = listener
     headers = {"webhook-id": "msg_unsigned", "webhook-timestamp": str(int(time.time()))}
 
-    assert await post(found.url, headers) == 401
+    status, answer = await post(found.url, headers)
 
+    assert status == 401
     line = await asyncio.wait_for(found.lines.get(), 10)
     assert "msg_unsigned" in line
-    assert "job.succeeded" in line
     assert "not verified" in line
+    assert "job.succeeded" not in line
+    assert "job.succeeded" not in answer
+
+
+async def test_listen_never_prints_a_body_signed_by_another_secret(listener):
+    found, _ = listener
+    body = json.dumps({"type": "forged-type-0xC0FFEE", "data": {"note": "forged-note"}})
+    headers = sign(generate_secret(), "msg_forged", int(time.time()), body)
+
+    status, answer = await post(found.url, headers, body)
+
+    assert status == 401
+    line = await asyncio.wait_for(found.lines.get(), 10)
+    assert "msg_forged" in line
+    assert "not verified (no matching signature" in line
+    assert "forged" not in line.replace("msg_forged", "")
+    assert "forged-type" not in answer
 
 
 async def test_listen_answers_401_to_any_method_and_prints_it(listener):
@@ -275,3 +306,20 @@ async def test_listen_answers_401_to_any_method_and_prints_it(listener):
         assert response.status == 401
     line = await asyncio.wait_for(found.lines.get(), 10)
     assert "not verified" in line
+
+
+async def test_listen_reports_a_malformed_request_in_one_line(listener):
+    found, _ = listener
+    port = int(found.url.rstrip("/").rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /hook HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 10)  # aiohttp answers 400 and closes
+    writer.close()
+    await writer.wait_closed()
+
+    line = await asyncio.wait_for(found.errors.get(), 10)
+
+    assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
+    assert "Traceback" not in line
+    assert "BadHttpMessage" in line
+    assert found.errors.empty(), found.errors.get_nowait()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +21,56 @@ MISSING_JOB = "job_" + "0" * 26
 
 def base_url(api: Any) -> str:
     return str(api.client.make_url(""))
+
+
+@contextlib.asynccontextmanager
+async def silent_server() -> AsyncIterator[str]:
+    """The URL of a loopback server that accepts connections and never answers."""
+    connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        connections[task] = writer
+        try:
+            await reader.read()  # until the client gives up and hangs up
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        for writer in connections.values():
+            writer.close()  # ends the handler's read: no task is left pending
+        if connections:
+            await asyncio.wait(connections, timeout=5)
+        await server.wait_closed()
+
+
+@contextlib.contextmanager
+def unaccepting_server() -> Iterator[str]:
+    """The URL of a loopback server whose accept queue is full: a connect never completes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    queued = []
+    try:
+        # Linux queues backlog + 1 handshakes, then drops further SYNs: the next
+        # connect hangs, as to a host that drops packets, but without leaving loopback.
+        for _ in range(4):
+            sock = socket.socket()
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.connect(address)
+            queued.append(sock)
+        yield f"http://127.0.0.1:{address[1]}"
+    finally:
+        for sock in queued:
+            sock.close()
+        listener.close()
 
 
 @pytest.fixture
@@ -214,3 +267,91 @@ async def test_stream_parses_server_sent_events(aiohttp_server):
         seen = [event["status"] async for event in client.stream("job_x")]
 
     assert seen == ["running", "failed"]
+
+
+# Timeouts
+
+
+async def test_a_silent_server_is_a_client_error_at_the_total_timeout():
+    async with silent_server() as url, Client(url, ADMIN_KEY, timeout=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(ClientError) as caught:
+            await client.get(MISSING_JOB)
+        took = time.monotonic() - started
+
+    assert not isinstance(caught.value, ApiError)
+    assert str(caught.value) == f"no answer from {url} within 0.5s"
+    assert took < 5, took
+
+
+async def test_a_connection_that_never_completes_is_a_client_error_at_the_connect_timeout():
+    with unaccepting_server() as url:
+        async with Client(url, ADMIN_KEY, connect_timeout=0.3, timeout=20) as client:
+            started = time.monotonic()
+            with pytest.raises(ClientError) as caught:
+                await client.get(MISSING_JOB)
+            took = time.monotonic() - started
+
+    assert str(caught.value) == f"cannot connect to {url} within 0.3s"
+    assert took < 5, took
+
+
+def test_defaults_bound_every_request():
+    client = Client("http://127.0.0.1:1", ADMIN_KEY)
+
+    timeout = client._timeouts(total=client._timeout)
+
+    assert (timeout.total, timeout.connect, timeout.sock_connect) == (30, 10, 10)
+
+
+async def test_a_long_poll_waits_longer_than_the_total_timeout(api):
+    async with Client(base_url(api), ADMIN_KEY, timeout=0.3) as impatient:
+        job = await impatient.submit("sleep", {"seconds": 1, "result": "late"})
+
+        finished = await impatient.wait(job["id"], timeout=10)
+
+    assert finished["status"] == "succeeded"
+    assert finished["result"] == "late"
+
+
+async def test_a_stream_outlasts_the_total_timeout(api):
+    async with Client(base_url(api), ADMIN_KEY, timeout=0.3) as impatient:
+        job = await impatient.submit("sleep", {"seconds": 1, "result": "late"})
+
+        seen = [event async for event in impatient.stream(job["id"])]
+
+    assert seen[-1]["status"] == "succeeded"
+
+
+async def test_a_stream_that_goes_silent_is_a_client_error_at_the_read_timeout(aiohttp_server):
+    release = asyncio.Event()
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'event: job\ndata: {"id": "job_x", "status": "running"}\n\n')
+        await release.wait()  # then nothing, not even a heartbeat
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/jobs/{id}/events", events)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    url = str(server.make_url("")).rstrip("/")
+    seen = []
+    try:
+        async with Client(url, ADMIN_KEY, stream_read_timeout=0.3) as client:
+            with pytest.raises(ClientError) as caught:
+                async for event in client.stream("job_x"):
+                    seen.append(event["status"])
+    finally:
+        release.set()
+
+    assert seen == ["running"]
+    assert str(caught.value) == f"nothing from {url} for 0.3s"
+
+
+async def test_a_key_a_header_cannot_carry_is_refused_at_once():
+    with pytest.raises(ValueError, match="cannot carry") as caught:
+        Client("http://127.0.0.1:1", "dk_bad\nkey")
+
+    assert "dk_bad" not in str(caught.value)
