@@ -277,14 +277,28 @@ class RepeatLimiter(logging.Filter):
 # Formats
 
 
+def _utc_ms(record: logging.LogRecord) -> str:
+    """The record's time as RFC 3339 UTC with milliseconds, as the API writes times."""
+    moment = time.gmtime(record.created)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", moment) + f".{int(record.msecs):03d}Z"
+
+
+def _details(record: logging.LogRecord) -> dict[str, Any]:
+    """The extras, less `action` where it only repeats the event's name."""
+    extras = _extras(record)
+    if extras.get("action") == record.getMessage():
+        del extras["action"]
+    return extras
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "time": _utc_ms(record),
             "level": record.levelname,
             "logger": record.name,
             "event": record.getMessage(),
-            **_extras(record),
+            **_details(record),
         }
         if record.exc_info:
             line["exception"] = record.exc_text or self.formatException(record.exc_info)
@@ -292,10 +306,19 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """`time LEVEL logger event key=value …`, then the traceback, if any, on the lines below."""
+
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items() if k != "action")
-        return f"{text} {extras}" if extras else text
+        details = " ".join(f"{k}={v}" for k, v in _details(record).items())
+        head = f"{_utc_ms(record)} {record.levelname} {record.name} {record.getMessage()}"
+        text = f"{head} {details}" if details else head
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text += "\n" + record.exc_text
+        if record.stack_info:
+            text += "\n" + self.formatStack(record.stack_info)
+        return text
 
 
 class BriefFormatter(logging.Formatter):
@@ -351,7 +374,7 @@ def configure(log_format: str, level: str, secrets: Iterable[str] = ()) -> None:
     if log_format == "json":
         formatter: logging.Formatter = JsonFormatter()
     else:
-        formatter = TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        formatter = TextFormatter()
     _install(formatter, level, secrets)
     # At DEBUG aiosqlite logs every statement with its parameters: payloads,
     # results and signing secrets. Never below WARNING.

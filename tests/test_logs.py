@@ -194,3 +194,28 @@ async def raw_exchange(port: int, request: str) -> bytes:
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+def test_json_lines_have_milliseconds_and_no_repeated_fields(capsys):
+    with configured("json", []):
+        logging.getLogger("dispatcher.test").info(
+            "job.finished", extra={"action": "job.finished", "job_id": "job_1"}
+        )
+    record = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert "action" not in record, record
+    assert record["time"].endswith("Z")
+    assert len(record["time"].split(".")[1]) == len("123Z")
+
+
+def test_a_text_line_names_its_job_before_the_traceback(capsys):
+    with configured("text", []):
+        try:
+            raise ValueError("the disk is on fire")
+        except ValueError:
+            logging.getLogger("dispatcher.worker").exception(
+                "job.handler_failed", extra={"action": "job.handler_failed", "job_id": "job_1"}
+            )
+    first, *rest = capsys.readouterr().err.strip().splitlines()
+    assert first.endswith("ERROR dispatcher.worker job.handler_failed job_id=job_1"), first
+    assert rest[0] == "Traceback (most recent call last):"
+    assert rest[-1] == "ValueError: the disk is on fire"
