@@ -129,8 +129,6 @@ class DeliveryListQuery(ListQuery):
 
 class WaitQuery(Strict):
     wait: float = Field(0, ge=0, le=60)
-    # The stream routes take the key here too (browsers cannot set headers).
-    token: str | None = None
 
 
 def timestamp(moment: datetime | None) -> float | None:

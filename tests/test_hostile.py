@@ -427,3 +427,28 @@ async def test_one_tenants_open_streams_are_bounded_and_leave_room_for_others(ma
 async def _answers(api: Api, expected: int) -> bool:
     status, _ = await api.call("GET", "/v1/jobs")
     return status == expected
+
+
+async def test_revoking_a_key_ends_its_long_polls(api):
+    tenant, _ = await api.new_tenant("acme")
+    _, keys = await api.call("GET", "/v1/keys")
+    prefix = next(k["prefix"] for k in keys["items"] if k["tenant"] == "acme")
+    job = await tenant.submit(type="sleep", payload={"seconds": 30})
+    waiting = asyncio.create_task(tenant.call("GET", f"/v1/jobs/{job['id']}?wait=30"))
+    await wait_for(lambda: _long_polls(api) > 0)
+    started = time.monotonic()
+    assert (await api.call("DELETE", f"/v1/keys/{prefix}"))[0] == 204
+    status, problem = await asyncio.wait_for(waiting, 1)
+    assert status == 401, problem
+    assert time.monotonic() - started < 1
+
+
+def _long_polls(api: Api) -> int:
+    hub = api.client.server.app[SERVICES].hub
+    return len(hub._by_key)  # subscriptions opened with a revocable key
+
+
+async def test_token_is_taken_only_by_the_stream_routes(api):
+    job = await api.submit(type="echo", payload=1)
+    status, problem = await api.call("GET", f"/v1/jobs/{job['id']}?token=anything")
+    assert status == 422, problem

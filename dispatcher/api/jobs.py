@@ -11,7 +11,8 @@ from aiohttp import web
 from dispatcher.api.answers import json_answer
 from dispatcher.api.context import Services, principal, services
 from dispatcher.api.parsing import decode_cursor, page_body, query, read_json, validate
-from dispatcher.errors import Conflict, Invalid, NotFound
+from dispatcher.errors import Conflict, Invalid, NotFound, Unauthorized
+from dispatcher.events import Ending
 from dispatcher.ids import is_id, new_id, now
 from dispatcher.models import JobListQuery, JobRequest, WaitQuery, timestamp
 from dispatcher.store.records import Job, JobFilter, JobStatus, NewJob
@@ -104,19 +105,22 @@ async def _get(svc: Services, job_id: str, tenant: str | None) -> Job:
 @routes.get("/v1/jobs/{id}")
 async def get(request: web.Request) -> web.Response:
     svc = services(request)
-    scope = principal(request).scope()
+    who = principal(request)
+    scope = who.scope()
     wait = query(request, WaitQuery).wait
     job_id = request.match_info["id"]
     if wait <= 0:
         return job_response(await _get(svc, job_id, scope))
     # Subscribe before reading, so a finish between the read and the wait is not missed.
-    with svc.hub.job(job_id) as events:
+    with svc.hub.job(job_id, who.prefix) as events:
         job = await _get(svc, job_id, scope)
         deadline = now() + wait
         while not job.status.finished and not events.closed and (left := deadline - now()) > 0:
             event = await events.next(within=left)
             if event is not None and event.job.status.finished:
                 job = await _get(svc, job_id, scope)
+        if events.ending is Ending.REVOKED:
+            raise Unauthorized("the key was revoked while this request waited")
         if not job.status.finished:
             # Timed out: answer the state now (it may have started meanwhile).
             job = await _get(svc, job_id, scope)
