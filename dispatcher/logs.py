@@ -355,15 +355,34 @@ class _Handler(logging.StreamHandler):
         super().close()
 
 
+def build_handler(
+    log_format: str, stream: Any, redactor: Redactor, *, limit_repeats: bool = True
+) -> logging.Handler:
+    """The handler `configure` installs: formatting, repeat limiting and redaction."""
+    return _handler(_formatter(log_format), stream, redactor, limit_repeats)
+
+
+def _formatter(log_format: str) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+def _handler(
+    formatter: logging.Formatter, stream: Any, redactor: Redactor, limit_repeats: bool = True
+) -> _Handler:
+    handler = _Handler(stream)
+    handler.setFormatter(_Redacting(formatter, redactor))
+    if limit_repeats:
+        handler.limiter = RepeatLimiter(handler.handle)
+        # Repeats first: a suppressed line costs no redaction.
+        handler.addFilter(handler.limiter)
+    handler.addFilter(RedactSecrets(redactor))
+    return handler
+
+
 def _install(formatter: logging.Formatter, level: str | int, secrets: Iterable[str]) -> None:
     global _active  # the logging configuration is process-wide; so is what it masks
     _active = Redactor(secrets)
-    handler = _Handler(sys.stderr)
-    handler.setFormatter(_Redacting(formatter, _active))
-    handler.limiter = RepeatLimiter(handler.handle)
-    # Repeats first: a suppressed line costs no redaction.
-    handler.addFilter(handler.limiter)
-    handler.addFilter(RedactSecrets(_active))
+    handler = _handler(formatter, sys.stderr, _active)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper() if isinstance(level, str) else level)
@@ -371,11 +390,7 @@ def _install(formatter: logging.Formatter, level: str | int, secrets: Iterable[s
 
 def configure(log_format: str, level: str, secrets: Iterable[str] = ()) -> None:
     """Log to stderr as `text` or `json`, never writing any of `secrets` (however spelled)."""
-    if log_format == "json":
-        formatter: logging.Formatter = JsonFormatter()
-    else:
-        formatter = TextFormatter()
-    _install(formatter, level, secrets)
+    _install(_formatter(log_format), level, secrets)
     # At DEBUG aiosqlite logs every statement with its parameters: payloads,
     # results and signing secrets. Never below WARNING.
     logging.getLogger("aiosqlite").setLevel(max(logging.WARNING, logging.getLogger().level))

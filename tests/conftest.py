@@ -17,6 +17,9 @@ from dispatcher.app import create_app
 from dispatcher.settings import Settings
 from tests.support.fakes import make_gateway, make_smtp, smtp  # noqa: F401 - fixtures
 
+# No issued key or secret in any log line of the whole suite (a session fixture).
+from tests.support.secrets import no_secret_in_any_log_line, remember  # noqa: F401
+
 # A real `dispatcher serve` subprocess: the `serve` and `http` fixtures.
 pytest_plugins = ["tests.support.process"]
 
@@ -72,7 +75,9 @@ class Api:
         headers = self.headers(kwargs.pop("headers", None))
         async with self.client.request(method, path, headers=headers, **kwargs) as response:
             if response.content_type.endswith("json"):
-                return response.status, await response.json(content_type=None)
+                body = await response.json(content_type=None)
+                remember(body)
+                return response.status, body
             return response.status, await response.text()
 
     async def submit(self, **job: Any) -> dict[str, Any]:
@@ -174,3 +179,9 @@ def make_receiver(aiohttp_server: Any) -> Callable[..., Awaitable[Receiver]]:
         return receiver
 
     return make
+
+
+@pytest.fixture(scope="session")
+def operator_secret() -> str:
+    """The bootstrap admin key the in-process apps run with: the operator's own secret."""
+    return ADMIN_KEY

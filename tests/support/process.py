@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import ADMIN_KEY, LOOPBACK, wait_for
+from tests.support.secrets import assert_no_secret_in, remember
 
 BASE_ENV = {
     "DISPATCHER_ADMIN_KEY": ADMIN_KEY,
@@ -91,7 +92,9 @@ class Http:
             method, server.url + path, headers=headers, **kwargs
         ) as response:
             if response.content_type.endswith("json"):
-                return response.status, await response.json(content_type=None)
+                body = await response.json(content_type=None)
+                remember(body)
+                return response.status, body
             return response.status, await response.text()
 
     async def submit(self, server: Server, **job: Any) -> dict[str, Any]:
@@ -177,3 +180,5 @@ async def serve(http: Http, tmp_path: Path) -> AsyncIterator[Callable[..., Await
     for server in started:
         if server.running:
             await server.kill()
+    # What each process logged (stderr; stdout prints the first admin key on purpose).
+    assert_no_secret_in(*(server.stderr_file for server in started))
