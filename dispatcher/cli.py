@@ -1,24 +1,49 @@
-"""The command line: parses, calls, prints."""
+"""The command line: parses, calls, prints; every failure is one line and an exit status."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
+from collections.abc import Sequence
 
-from aiohttp import web
-
-from dispatcher import cli_partner, cli_remote, logs
+from dispatcher import (
+    __version__,
+    cli_deliveries,
+    cli_jobs,
+    cli_keys,
+    cli_partner,
+    cli_remote,
+    cli_serve,
+    logs,
+)
 from dispatcher.cli_args import Failure
+from dispatcher.cli_serve import operator_secrets
 from dispatcher.client import ClientError
 
-if TYPE_CHECKING:
-    from dispatcher.settings import Settings
+__all__ = ["Failure", "build_parser", "main", "operator_secrets"]
 
-__all__ = ["Failure", "build_parser", "main"]
+DESCRIPTION = """\
+dispatcher runs jobs for other services and returns each result as a signed
+webhook, an email or an SMS.
+
+`serve` runs the service. `keys`, `jobs` and `deliveries` talk to a running
+server. `listen` and `verify` check the webhooks a receiver gets."""
+
+EPILOG = f"""\
+environment (keys, jobs and deliveries):
+  DISPATCHER_URL      the server (default {cli_remote.DEFAULT_URL})
+  DISPATCHER_KEY      an API key; keys and every tenant's objects need an admin's
+  DISPATCHER_TIMEOUT  seconds before a request gives up (default {cli_remote.DEFAULT_TIMEOUT:g})
+
+exit status:
+  0  done
+  1  failed: the one line on stderr says why
+  2  a bad argument, variable or setting
+  {cli_jobs.JOB_FAILED}  the job failed (jobs watch, jobs submit --wait)
+  {cli_jobs.JOB_CANCELLED}  the job was cancelled (jobs watch, jobs submit --wait)
+
+'dispatcher COMMAND --help' shows a command's options."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,81 +52,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {_one_line(message)} (see --help)\n")
 
 
-def _announce(key: str) -> None:
-    print(f"Created the first admin API key (shown once, store it now): {key}", flush=True)
-
-
-def serve(args: argparse.Namespace) -> int:
-    # Imported here so the client commands start without loading the server.
-    from pydantic import ValidationError
-
-    from dispatcher.app import create_app
-    from dispatcher.settings import Settings
-
-    overrides = {
-        name: value
-        for name, value in (
-            ("host", args.host),
-            ("port", args.port),
-            ("database_url", args.database_url),
-            ("workers", args.workers),
-        )
-        if value is not None
-    }
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise Failure(f"invalid setting {where}: {first['msg']}", 2) from exc
-    logs.configure(settings.log_format, settings.log_level, secrets=operator_secrets(settings))
-    app = create_app(settings, announce=_announce)
-    print(f"dispatcher listening on http://{settings.host}:{settings.port}", flush=True)
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        shutdown_timeout=settings.shutdown_grace,
-        access_log_class=logs.AccessLogger,
-    )
-    return 0
-
-
-def operator_secrets(settings: Settings) -> Iterator[str]:
-    """Every secret the operator configured, for the logs to mask: each SecretStr setting,
-    the password inside it when it is a URL, and the database URL's password."""
-    from pydantic import SecretStr
-
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr):
-            yield value.get_secret_value()
-            yield from _url_password(value.get_secret_value())
-    yield from _url_password(settings.database_url)
-
-
-def _url_password(text: str) -> Iterator[str]:
-    try:
-        password = urlsplit(text).password if "://" in text else None
-    except ValueError:
-        return
-    if password:
-        yield password
-        yield unquote(password)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="dispatcher", description=__doc__)
+    parser = _Parser(
+        prog="dispatcher",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
+    )
     cli_remote.add_timeout(parser)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("serve", help="run the HTTP API and the worker pool")
-    run.add_argument("--host")
-    run.add_argument("--port", type=int)
-    run.add_argument("--database-url")
-    run.add_argument("--workers", type=int)
-    run.set_defaults(func=serve)
-    cli_remote.add_commands(commands)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", title="commands"
+    )
+    cli_serve.add_command(commands)
+    cli_keys.add_commands(commands)
+    cli_jobs.add_commands(commands)
+    cli_deliveries.add_commands(commands)
     cli_partner.add_commands(commands)
     return parser
 
@@ -133,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(str(exc))
         return exc.code
     except ClientError as exc:
-        _fail(str(exc))
+        _fail(cli_remote.explain(exc))
         return 1
     except KeyboardInterrupt:
         return 130

@@ -9,9 +9,13 @@ parsing can raise and says what was wrong with the text.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from dispatcher.client import rfc3339
 
@@ -89,3 +93,23 @@ def tolerance(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, 0 or more")
     return value
+
+
+def json_value(text: str) -> Any:
+    """JSON text, or `@FILE` for a file's (`@-` for standard input)."""
+    if text.startswith("@"):
+        name = text[1:]
+        try:
+            text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise argparse.ArgumentTypeError(f"cannot read {name}: {reason}") from None
+    try:
+        return json.loads(text, parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+
+
+def _not_json(name: str) -> Any:
+    # Python reads NaN and Infinity; JSON, and so the API, does not.
+    raise ValueError(f"{name} is not a JSON value")

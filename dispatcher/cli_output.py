@@ -1,10 +1,19 @@
-"""How the command line shows deliveries: a table, a description, counts."""
+"""How the command line shows what the server answers: tables, descriptions, counts.
+
+Everything shown may come from a tenant or a receiver (a target, an error, a
+response body): each cell is made printable on one line first, so that no
+escape sequence reaches the terminal.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
-LIST_COLUMNS = (
+Columns = Sequence[tuple[str, str]]
+
+DELIVERY_COLUMNS: Columns = (
     ("id", "ID"),
     ("status", "STATUS"),
     ("channel", "CHANNEL"),
@@ -13,37 +22,81 @@ LIST_COLUMNS = (
     ("last_status_code", "CODE"),
     ("created_at", "CREATED"),
 )
+JOB_COLUMNS: Columns = (
+    ("id", "ID"),
+    ("status", "STATUS"),
+    ("type", "TYPE"),
+    ("created_at", "CREATED"),
+    ("finished_at", "FINISHED"),
+)
+KEY_COLUMNS: Columns = (
+    ("prefix", "PREFIX"),
+    ("tenant", "TENANT"),
+    ("admin", "ADMIN"),
+    ("created_at", "CREATED"),
+    ("last_used_at", "LAST USED"),
+)
+JOB_DELIVERY_COLUMNS: Columns = (
+    ("id", "DELIVERY"),
+    ("status", "STATUS"),
+    ("channel", "CHANNEL"),
+    ("target", "TARGET"),
+    ("attempt_count", "ATTEMPTS"),
+)
+TENANT = ("tenant", "TENANT")
+
+
+def one_line(text: str) -> str:
+    printable = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(printable.split())
 
 
 def cell(value: Any) -> str:
-    return "-" if value is None else str(value)
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return one_line(str(value)) or "-"
 
 
-def table(rows: list[dict[str, Any]]) -> list[str]:
-    cells = [[title for _, title in LIST_COLUMNS]]
-    cells += [[cell(row.get(name)) for name, _ in LIST_COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(LIST_COLUMNS))]
+def with_tenant(columns: Columns, rows: list[dict[str, Any]]) -> Columns:
+    """The columns, and the tenant's after the first when the rows carry it (an admin's view)."""
+    if TENANT in columns or not any("tenant" in row for row in rows):
+        return columns
+    return (columns[0], TENANT, *columns[1:])
+
+
+def table(rows: list[dict[str, Any]], columns: Columns = DELIVERY_COLUMNS) -> list[str]:
+    cells = [[title for _, title in columns]]
+    cells += [[cell(row.get(name)) for name, _ in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     return [
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
     ]
 
 
+def fields(thing: dict[str, Any], labels: Sequence[tuple[str, str]]) -> list[str]:
+    return [f"{label:<16}{cell(thing.get(name))}" for label, name in labels]
+
+
 def describe(delivery: dict[str, Any]) -> list[str]:
-    fields = (
-        ("delivery", "id"),
-        ("job", "job_id"),
-        ("status", "status"),
-        ("channel", "channel"),
-        ("target", "target"),
-        ("event", "event_type"),
-        ("endpoint", "endpoint_id"),
-        ("attempts", "attempt_count"),
-        ("next attempt", "next_attempt_at"),
-        ("last code", "last_status_code"),
-        ("last error", "last_error"),
-        ("created", "created_at"),
+    lines = fields(
+        delivery,
+        (
+            ("delivery", "id"),
+            ("job", "job_id"),
+            ("status", "status"),
+            ("channel", "channel"),
+            ("target", "target"),
+            ("event", "event_type"),
+            ("endpoint", "endpoint_id"),
+            ("attempts", "attempt_count"),
+            ("next attempt", "next_attempt_at"),
+            ("last code", "last_status_code"),
+            ("last error", "last_error"),
+            ("created", "created_at"),
+        ),
     )
-    lines = [f"{label:<14}{cell(delivery.get(name))}" for label, name in fields]
     for attempt in delivery.get("attempts") or []:
         lines += ["", *describe_attempt(attempt)]
     return lines
@@ -52,9 +105,9 @@ def describe(delivery: dict[str, Any]) -> list[str]:
 def describe_attempt(attempt: dict[str, Any]) -> list[str]:
     trigger = cell(attempt.get("trigger"))
     if attempt.get("by"):
-        trigger += f" by {attempt['by']}"
+        trigger += f" by {cell(attempt['by'])}"
     code = attempt.get("status_code")
-    outcome = f"HTTP {code}" if code is not None else "no response"
+    outcome = f"HTTP {cell(code)}" if code is not None else "no response"
     lines = [
         f"attempt {cell(attempt.get('number'))}  {cell(attempt.get('started_at'))}  "
         f"{trigger}  {outcome}  {cell(attempt.get('duration_ms'))} ms"
@@ -66,8 +119,53 @@ def describe_attempt(attempt: dict[str, Any]) -> list[str]:
     return lines
 
 
+def describe_job(job: dict[str, Any]) -> list[str]:
+    lines = fields(
+        job,
+        (
+            ("job", "id"),
+            ("type", "type"),
+            ("status", "status"),
+            ("created", "created_at"),
+            ("started", "started_at"),
+            ("finished", "finished_at"),
+        ),
+    )
+    optional = (("deadline", "deadline"), ("callback", "callback_url"), ("endpoint", "endpoint_id"))
+    lines += fields(job, [(label, name) for label, name in optional if job.get(name) is not None])
+    if job.get("error"):
+        lines.append(f"{'error':<16}{job_error(job)}")
+    for label in ("payload", "result", "notify", "metadata"):
+        if job.get(label) is not None:
+            lines.append(f"{label:<16}{clip(json.dumps(job[label]))}")
+    deliveries = [d for d in job.get("deliveries") or [] if isinstance(d, dict)]
+    if deliveries:
+        lines += ["", *table(deliveries, JOB_DELIVERY_COLUMNS)]
+    return lines
+
+
+def job_error(job: dict[str, Any]) -> str:
+    """`type: message` of a job's error, or "-"."""
+    error = job.get("error")
+    if not isinstance(error, dict):
+        return cell(error)
+    return f"{cell(error.get('type'))}: {clip(str(error.get('message')))}"
+
+
+def describe_key(created: dict[str, Any]) -> list[str]:
+    return fields(
+        created,
+        (
+            ("key", "key"),
+            ("signing secret", "signing_secret"),
+            ("tenant", "tenant"),
+            ("admin", "admin"),
+        ),
+    )
+
+
 def clip(text: str, size: int = 200) -> str:
-    flat = " ".join(str(text).split())
+    flat = one_line(str(text))
     return flat if len(flat) <= size else flat[: size - 1] + "…"
 
 

@@ -6,8 +6,9 @@
 
 Every method returns the API's JSON as plain dicts. An error answer raises
 `ApiError` (its `status`, `title`, `detail` and `errors` come from the
-problem+json body); a server that cannot be reached, or does not answer within
-the client's timeouts, raises `ClientError`.
+problem+json body); a server that cannot be reached raises `Unreachable`, and one
+that does not answer within the client's timeouts, or not as the API does,
+raises `ClientError` (the root of all three).
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class ClientError(Exception):
         super().__init__(detail)
 
 
+class Unreachable(ClientError):
+    """No connection to the server: refused, an unknown host, or no answer to the handshake."""
+
+
 class ApiError(ClientError):
     """The API answered with an error (an RFC 9457 problem)."""
 
@@ -60,9 +65,14 @@ class ApiError(ClientError):
             self.errors = body["errors"]
 
     def __str__(self) -> str:
-        fields = [
-            f"{e.get('field')}: {e.get('message')}" for e in self.errors[:3] if isinstance(e, dict)
-        ]
+        # The detail often is the one field's message already: say each thing once.
+        fields = []
+        for error in self.errors[:3]:
+            if not isinstance(error, dict):
+                continue
+            message = str(error.get("message")).removeprefix("Value error, ")
+            if message not in self.detail:
+                fields.append(f"{error.get('field')}: {message}")
         suffix = f" ({'; '.join(fields)})" if fields else ""
         return f"{self.detail}{suffix} [HTTP {self.status}]"
 
@@ -221,6 +231,7 @@ class Client:
         endpoint_id: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        channel: str | None = None,
     ) -> dict[str, Any]:
         """One page of deliveries, newest first: `{"items", "next_cursor"}`."""
         params = _query(
@@ -230,6 +241,7 @@ class Client:
                 "until": until,
                 "job_id": job_id,
                 "endpoint_id": endpoint_id,
+                "channel": channel,
                 "limit": limit,
                 "cursor": cursor,
             }
@@ -283,6 +295,17 @@ class Client:
         """A new API key (admin only): `{"key", "tenant", "admin", "signing_secret"}`."""
         return await self._request("POST", "/v1/keys", json={"tenant": tenant, "admin": admin})
 
+    async def list_keys(
+        self, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of API keys (admin only), each without its secret part: its `prefix`."""
+        params = _query({"limit": limit, "cursor": cursor})
+        return await self._request("GET", "/v1/keys", params=params)
+
+    async def revoke_key(self, prefix: str) -> None:
+        """Revoke the key that `prefix` names (admin only); streams opened with it close."""
+        await self._request("DELETE", f"/v1/keys/{_segment(prefix)}")
+
     # Plumbing
 
     def _ensure_session(self) -> aiohttp.ClientSession:
@@ -317,12 +340,14 @@ class Client:
                 method, self.base_url + path, headers=headers, **kwargs
             ) as response:
                 yield response
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise Unreachable(self._timed_out(exc, timeout)) from exc
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
             raise ClientError(self._timed_out(exc, timeout)) from exc
         except aiohttp.ClientConnectorError as exc:
             refused = isinstance(exc.os_error, ConnectionRefusedError)
             reason = "connection refused" if refused else exc.strerror
-            raise ClientError(f"cannot connect to {self.base_url}: {reason}") from exc
+            raise Unreachable(f"cannot connect to {self.base_url}: {reason}") from exc
         except aiohttp.ClientError as exc:
             raise ClientError(f"{method} {self.base_url}{path} failed: {exc}") from exc
 

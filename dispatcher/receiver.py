@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -29,14 +29,17 @@ class RawRequestError(ValueError):
 class Outcome:
     """What one webhook turned out to be.
 
-    `type` is None unless it verified: an unverified body is anyone's text, and
-    what it says is neither trusted nor shown.
+    `type` and `event` (the parsed body) are None unless it verified: an
+    unverified body is anyone's text, and what it says is neither trusted nor
+    shown. `request` is the raw request a receiver got, as `parse_request` reads it.
     """
 
     webhook_id: str
     type: str | None
     verified: bool
     reason: str = ""
+    event: Any = field(default=None, repr=False)
+    request: bytes = field(default=b"", repr=False)
 
     def line(self) -> str:
         if not self.verified:
@@ -53,7 +56,7 @@ def check(
         event = verify(secret, headers, body, tolerance=tolerance)
     except WebhookVerificationError as exc:
         return Outcome(webhook_id, None, False, _one_line(str(exc)))
-    return Outcome(webhook_id, _event_type(event), True)
+    return Outcome(webhook_id, _event_type(event), True, event=event)
 
 
 def check_secret(secret: str | Sequence[str]) -> None:
@@ -70,8 +73,9 @@ def receiver_app(
     check_secret(secret)
 
     async def receive(request: web.Request) -> web.Response:
-        outcome = check(secret, request.headers, await request.read(), tolerance=tolerance)
-        report(outcome)
+        body = await request.read()
+        outcome = check(secret, request.headers, body, tolerance=tolerance)
+        report(replace(outcome, request=raw_request(request, body)))
         if outcome.verified:
             return web.json_response({"received": outcome.webhook_id})
         problem = {
@@ -85,6 +89,21 @@ def receiver_app(
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", receive)
     return app
+
+
+def raw_request(request: web.BaseRequest, body: bytes) -> bytes:
+    """The request as it came (request line, headers, blank line, body), for `parse_request`.
+
+    The body is the one read, whole: a chunked request is written with its length instead.
+    """
+    version = request.version
+    lines = [f"{request.method} {request.raw_path} HTTP/{version.major}.{version.minor}".encode()]
+    framing = (b"content-length", b"transfer-encoding")
+    lines += [
+        name + b": " + value for name, value in request.raw_headers if name.lower() not in framing
+    ]
+    lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 def parse_request(raw: bytes) -> tuple[dict[str, str], bytes]:

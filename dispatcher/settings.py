@@ -86,7 +86,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="text, or json for one JSON object per line."
     )
-    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR."
+    )
     smtp_url: SecretStr | None = Field(
         None,
         description="smtp://[user:pass@]host:port (smtps:// for TLS; ?starttls=true) for "
@@ -134,6 +136,11 @@ class Settings(BaseSettings):
         description="Queued jobs one tenant may hold (default: a tenth of "
         "DISPATCHER_MAX_QUEUE), so that no tenant can fill the queue for everyone.",
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("handlers", mode="before")
     @classmethod

@@ -1,27 +1,25 @@
-"""The command line: commands that talk to a server run as subprocesses against a real app."""
+"""The command line: the installed `dispatcher` script, run as a subprocess against a real
+app on loopback: keys, deliveries, failures that name their fix, and verify."""
 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
-import re
 import socket
-import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import pytest
 
-from dispatcher.cli import main
 from dispatcher.webhooks import generate_secret, sign
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, wait_for
+from tests.support.process import DISPATCHER
+from tests.support.secrets import remember
 
 BODY = json.dumps({"type": "job.succeeded", "timestamp": "2026-01-01T00:00:00Z", "data": {}})
+NOWHERE = "http://127.0.0.1:9"  # for commands that never connect
 
 
 @dataclass
@@ -33,17 +31,16 @@ class Result:
 
 async def run_cli(
     *args: str,
-    url: str,
+    url: str = NOWHERE,
     key: str = ADMIN_KEY,
     stdin: bytes = b"",
     env: dict[str, str] | None = None,
 ) -> Result:
+    """Run the installed `dispatcher` script with DISPATCHER_URL and DISPATCHER_KEY set."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
     env = {**inherited, "DISPATCHER_URL": url, "DISPATCHER_KEY": key, **(env or {})}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dispatcher.cli",
+        DISPATCHER,
         *args,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -59,8 +56,22 @@ async def run_cli(
     return Result(proc.returncode or 0, out.decode(), err.decode())
 
 
+def one_line_failure(result: Result) -> str:
+    """The failure's one line (without `dispatcher: `), after checking it is only that."""
+    assert result.code != 0, result
+    assert "Traceback" not in result.err, result.err
+    assert result.err.count("\n") == 1 and result.err.endswith("\n"), result.err
+    return result.err.removeprefix("dispatcher: ").rstrip("\n")
+
+
 def url_of(api: Any) -> str:
     return str(api.client.make_url(""))
+
+
+def labelled(out: str) -> dict[str, str]:
+    """`label   value` lines (as `keys create` and `jobs get` print them) as a dict."""
+    pairs = (line.split("  ", 1) for line in out.splitlines() if "  " in line)
+    return {label.strip(): value.strip() for label, value in pairs}
 
 
 @pytest.fixture
@@ -82,24 +93,103 @@ def raw_request(headers: dict[str, str], body: str) -> bytes:
     ).encode()
 
 
-def verify_in_process(monkeypatch: Any, capsys: Any, secret: str, raw: bytes) -> Result:
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
-    code = main(["verify", "--secret", secret])
-    captured = capsys.readouterr()
-    return Result(code, captured.out, captured.err)
-
-
 # keys
 
 
-async def test_keys_create_prints_a_working_key(api):
+async def test_keys_create_prints_a_working_key_and_its_tenants_signing_secret(api):
     result = await run_cli("keys", "create", "--tenant", "acme", url=url_of(api))
 
     assert result.code == 0, result.err
-    key = result.out.strip()
-    assert key.startswith("dk_")
-    status, _ = await api.as_key(key).call("GET", "/v1/jobs")
-    assert status == 200
+    shown = labelled(result.out)
+    remember(shown)
+    assert shown["tenant"] == "acme"
+    assert shown["admin"] == "no"
+    status, secret = await api.as_key(shown["key"]).call("GET", "/v1/signing-secret")
+    assert status == 200, secret
+    assert shown["signing secret"] == secret["secret"]
+
+
+async def test_keys_create_json_is_the_apis_answer(api):
+    result = await run_cli(
+        "keys", "create", "--tenant", "acme", "--admin", "--json", url=url_of(api)
+    )
+
+    assert result.code == 0, result.err
+    created = json.loads(result.out)
+    remember(created)
+    assert set(created) == {"key", "tenant", "admin", "signing_secret"}
+    assert created["admin"] is True
+
+
+async def test_keys_list_shows_prefix_tenant_admin_and_times(api):
+    await api.new_tenant("acme")
+
+    table = await run_cli("keys", "list", url=url_of(api))
+    lines = await run_cli("keys", "list", "--json", url=url_of(api))
+
+    assert table.code == 0, table.err
+    header, *rows = table.out.splitlines()
+    assert header.split() == ["PREFIX", "TENANT", "ADMIN", "CREATED", "LAST", "USED"]
+    [acme] = [json.loads(line) for line in lines.out.splitlines() if '"acme"' in line]
+    [row] = [row for row in rows if row.startswith(acme["prefix"] + " ")]
+    assert row.split() == [acme["prefix"], "acme", "no", acme["created_at"], "-"]
+
+
+async def test_keys_revoke_refuses_the_key_from_then_on(api):
+    acme, _ = await api.new_tenant("acme")
+    _, page = await api.call("GET", "/v1/keys")
+    [prefix] = [k["prefix"] for k in page["items"] if k["tenant"] == "acme"]
+
+    result = await run_cli("keys", "revoke", prefix, url=url_of(api))
+
+    assert result.code == 0, result.err
+    assert result.out == f"revoked key {prefix}\n"
+    assert (await acme.call("GET", "/v1/jobs"))[0] == 401
+
+
+async def test_keys_revoke_of_an_unknown_prefix_fails_in_one_line(api):
+    result = await run_cli("keys", "revoke", "dk_nosuchkey", url=url_of(api))
+
+    assert one_line_failure(result) == "no key with prefix dk_nosuchkey [HTTP 404]"
+
+
+# Failures that name the fix
+
+
+async def test_a_refused_key_says_to_set_dispatcher_key(api):
+    result = await run_cli("jobs", "list", url=url_of(api), key="dk_not-a-real-key-at-all")
+
+    assert (
+        one_line_failure(result)
+        == "the server refused the key: set DISPATCHER_KEY to a valid API key"
+    )
+
+
+async def test_a_tenant_key_on_an_admin_command_says_an_admin_key_is_needed(api):
+    acme, _ = await api.new_tenant("acme")
+
+    result = await run_cli("keys", "list", url=url_of(api), key=acme.key)
+
+    assert "needs an admin key: set DISPATCHER_KEY" in one_line_failure(result)
+
+
+async def test_a_refused_connection_names_dispatcher_url():
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        result = await run_cli("deliveries", "list", url=url)
+
+    line = one_line_failure(result)
+    assert line.startswith(f"cannot connect to {url}: connection refused"), line
+    assert "DISPATCHER_URL" in line
+
+
+async def test_a_rule_broken_is_said_once(api):
+    result = await run_cli("jobs", "submit", "no-such-type", url=url_of(api))
+
+    line = one_line_failure(result)
+    assert line.count("no-such-type") == 1, line
+    assert line.endswith("[HTTP 422]"), line
 
 
 # deliveries
@@ -125,6 +215,17 @@ async def test_deliveries_list_shows_the_failed_delivery(failed):
     ]
 
 
+async def test_deliveries_list_json_is_one_object_per_line(failed):
+    api, delivery = failed
+
+    result = await run_cli("deliveries", "list", "--json", "--channel", "webhook", url=url_of(api))
+
+    assert result.code == 0, result.err
+    [item] = [json.loads(line) for line in result.out.splitlines()]
+    assert item["id"] == delivery["id"]
+    assert item["status"] == "failed"
+
+
 async def test_deliveries_show_prints_every_attempt(failed):
     api, delivery = failed
 
@@ -132,7 +233,10 @@ async def test_deliveries_show_prints_every_attempt(failed):
 
     assert result.code == 0, result.err
     assert delivery["id"] in result.out
-    assert re.search(r"^attempt 1 .* scheduled\s+HTTP 500", result.out, re.M), result.out
+    assert any(
+        line.startswith("attempt 1 ") and "scheduled  HTTP 500" in line
+        for line in result.out.splitlines()
+    ), result.out
     assert "response: boom" in result.out
 
 
@@ -142,8 +246,28 @@ async def test_deliveries_replay_by_id(failed):
     result = await run_cli("deliveries", "replay", delivery["id"], url=url_of(api))
 
     assert result.code == 0, result.err
-    assert result.out.strip() == "replayed 1 delivery"
+    assert result.out == f"{delivery['id']}: sending now (attempt 2)\n"
     settled = await api.settled_delivery(delivery["job_id"])
+    assert [a["trigger"] for a in settled["attempts"]] == ["scheduled", "manual"]
+
+
+async def test_deliveries_replay_of_a_pending_delivery_tries_it_now(make_api, make_receiver):
+    api = await make_api(retry_schedule="3600")  # the next scheduled try is an hour away
+    receiver = await make_receiver(500, 200)
+    job = await api.submit(type="echo", payload={}, callback_url=receiver.url)
+    [delivery] = (await api.job(job["id"], wait=10))["deliveries"]
+
+    async def first_attempt_recorded() -> bool:
+        return (await api.delivery(delivery["id"]))["attempt_count"] == 1
+
+    await wait_for(first_attempt_recorded)
+
+    result = await run_cli("deliveries", "replay", delivery["id"], url=url_of(api))
+
+    assert result.code == 0, result.err
+    assert result.out == f"{delivery['id']}: sending now (attempt 2)\n"
+    settled = await api.settled_delivery(job["id"])
+    assert settled["status"] == "succeeded"
     assert [a["trigger"] for a in settled["attempts"]] == ["scheduled", "manual"]
 
 
@@ -165,161 +289,41 @@ async def test_unknown_delivery_fails_with_one_line(api):
 
     result = await run_cli("deliveries", "show", missing, url=url_of(api))
 
-    assert result.code != 0
     assert result.out == ""
-    assert result.err.count("\n") == 1
-    assert f"no delivery {missing}" in result.err
+    assert f"no delivery {missing}" in one_line_failure(result)
 
 
-async def test_unreachable_server_fails_with_one_line():
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
-        result = await run_cli("deliveries", "list", url=url)
+async def test_replaying_an_unknown_delivery_names_it_once(failed):
+    api, delivery = failed
+    missing = "msg_" + "0" * 26
 
-    assert result.code != 0
-    assert result.err.count("\n") == 1
-    assert "connection refused" in result.err
+    result = await run_cli("deliveries", "replay", delivery["id"], missing, url=url_of(api))
+
+    assert result.out == f"{delivery['id']}: sending now (attempt 2)\n"
+    line = one_line_failure(result)
+    assert line.startswith("could not replay 1 of 2: "), line
+    assert line.count(missing) == 1, line
 
 
 # verify
 
 
-def test_verify_accepts_a_signed_request(monkeypatch, capsys):
+async def test_verify_accepts_a_signed_request():
     secret = generate_secret()
     headers = sign(secret, "msg_verify", int(time.time()), BODY)
 
-    result = verify_in_process(monkeypatch, capsys, secret, raw_request(headers, BODY))
+    result = await run_cli("verify", "--secret", secret, stdin=raw_request(headers, BODY))
 
     assert result.code == 0, result.err
-    assert "msg_verify" in result.out
+    assert result.out == "verified: msg_verify  job.succeeded\n"
 
 
-def test_verify_rejects_a_tampered_request(monkeypatch, capsys):
+async def test_verify_rejects_a_tampered_request():
     secret = generate_secret()
     headers = sign(secret, "msg_verify", int(time.time()), BODY)
     tampered = BODY.replace("succeeded", "cancelled")
 
-    result = verify_in_process(monkeypatch, capsys, secret, raw_request(headers, tampered))
+    result = await run_cli("verify", "--secret", secret, stdin=raw_request(headers, tampered))
 
-    assert result.code != 0
-    assert result.err.count("\n") == 1
-    assert "not verified" in result.err
-
-
-# listen
-
-
-@dataclass
-class Listener:
-    url: str
-    lines: asyncio.Queue[str]  # stdout: one per request
-    errors: asyncio.Queue[str]  # stderr after the banner
-
-
-async def _pump(stream: asyncio.StreamReader | None, into: asyncio.Queue[str]) -> None:
-    assert stream is not None
-    async for line in stream:
-        await into.put(line.decode())
-
-
-@pytest.fixture
-async def listener() -> AsyncIterator[tuple[Listener, str]]:
-    secret = generate_secret()
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "dispatcher.cli", "listen", "--port", "0", "--secret", secret),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    lines: asyncio.Queue[str] = asyncio.Queue()
-    errors: asyncio.Queue[str] = asyncio.Queue()
-    assert proc.stderr is not None
-    readers: list[asyncio.Task[None]] = []
-    try:
-        banner = (await asyncio.wait_for(proc.stderr.readline(), 10)).decode()
-        found = re.search(r"http://127\.0\.0\.1:\d+/", banner)
-        assert found, banner
-        readers += [
-            asyncio.create_task(_pump(proc.stdout, lines)),
-            asyncio.create_task(_pump(proc.stderr, errors)),
-        ]
-        yield Listener(found[0], lines, errors), secret
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
-    await asyncio.gather(*readers)
-
-
-async def post(url: str, headers: dict[str, str], body: str = BODY) -> tuple[int, str]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(url + "hook", data=body, headers=headers) as response,
-    ):
-        return response.status, await response.text()
-
-
-async def test_listen_accepts_and_prints_a_signed_webhook(listener):
-    found, secret = listener
-    headers = sign(secret, "msg_listen", int(time.time()), BODY)
-
-    assert (await post(found.url, headers))[0] == 200
-
-    line = await asyncio.wait_for(found.lines.get(), 10)
-    assert "msg_listen" in line
-    assert "job.succeeded" in line
-    assert line.rstrip().endswith(" verified")
-
-
-async def test_listen_rejects_an_unsigned_webhook_without_printing_its_body(listener):
-    found, _ = listener
-    headers = {"webhook-id": "msg_unsigned", "webhook-timestamp": str(int(time.time()))}
-
-    status, answer = await post(found.url, headers)
-
-    assert status == 401
-    line = await asyncio.wait_for(found.lines.get(), 10)
-    assert "msg_unsigned" in line
-    assert "not verified" in line
-    assert "job.succeeded" not in line
-    assert "job.succeeded" not in answer
-
-
-async def test_listen_never_prints_a_body_signed_by_another_secret(listener):
-    found, _ = listener
-    body = json.dumps({"type": "forged-type-0xC0FFEE", "data": {"note": "forged-note"}})
-    headers = sign(generate_secret(), "msg_forged", int(time.time()), body)
-
-    status, answer = await post(found.url, headers, body)
-
-    assert status == 401
-    line = await asyncio.wait_for(found.lines.get(), 10)
-    assert "msg_forged" in line
-    assert "not verified (no matching signature" in line
-    assert "forged" not in line.replace("msg_forged", "")
-    assert "forged-type" not in answer
-
-
-async def test_listen_answers_401_to_any_method_and_prints_it(listener):
-    found, _ = listener
-    async with aiohttp.ClientSession() as session, session.get(found.url) as response:
-        assert response.status == 401
-    line = await asyncio.wait_for(found.lines.get(), 10)
-    assert "not verified" in line
-
-
-async def test_listen_reports_a_malformed_request_in_one_line(listener):
-    found, _ = listener
-    port = int(found.url.rstrip("/").rsplit(":", 1)[1])
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /hook HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n")
-    answer = await asyncio.wait_for(reader.read(), 10)  # aiohttp answers 400 and closes
-    writer.close()
-    await writer.wait_closed()
-
-    line = await asyncio.wait_for(found.errors.get(), 10)
-
-    assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
-    assert "Traceback" not in line
-    assert "BadHttpMessage" in line
-    assert found.errors.empty(), found.errors.get_nowait()
+    assert result.out == ""
+    assert one_line_failure(result).startswith("not verified")

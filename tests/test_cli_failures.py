@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from tests.support.process import DISPATCHER
 from tests.test_cli import Result, run_cli
 from tests.test_client import silent_server
 
@@ -45,6 +45,14 @@ def assert_one_line_failure(result: Result, *expected: str) -> None:
         (("listen", "--port", "0", "--secret", "whsec_QUJD", "--tolerance", "nan"), "tolerance"),
         (("listen", "--port", "70000", "--secret", "whsec_QUJD"), "port"),
         (("deliveries", "explode"), "invalid choice"),
+        (("jobs", "submit", "echo", "--payload", "{"), "not JSON"),
+        (("jobs", "submit", "echo", "--payload", "NaN"), "not JSON"),
+        (("jobs", "submit", "echo", "--payload", "@/no/such/file.json"), "cannot read"),
+        (("jobs", "list", "--status", "done"), "invalid choice"),
+        (("keys", "create"), "--tenant"),
+        (("serve", "--port", "99999"), "port"),
+        (("serve", "--workers", "0"), "positive"),
+        (("listen", "--port", "0", "--secret", "whsec_QUJD", "--save", "/proc/x"), "--save"),
     ],
 )
 async def test_bad_arguments_fail_in_one_line(args, expected):
@@ -111,12 +119,19 @@ async def test_bad_server_answers_fail_in_one_line(
 async def test_bad_show_and_replay_answers_fail_in_one_line(aiohttp_server):
     url = await scripted(aiohttp_server, 200, '"just a string"', "application/json")
 
-    shown = await run_cli("deliveries", "show", "msg_x", url=url)
-    replayed = await run_cli("deliveries", "replay", "--status", "failed", url=url)
-    created = await run_cli("keys", "create", "--tenant", "acme", url=url)
-
-    for result in (shown, replayed, created):
-        assert_one_line_failure(result, "unexpected answer")
+    commands = [
+        ("deliveries", "show", "msg_x"),
+        ("deliveries", "replay", "--status", "failed"),
+        ("deliveries", "replay", "msg_x"),
+        ("keys", "create", "--tenant", "acme"),
+        ("keys", "list"),
+        ("jobs", "submit", "echo"),
+        ("jobs", "get", "job_x"),
+        ("jobs", "list"),
+        ("jobs", "cancel", "job_x"),
+    ]
+    for command in commands:
+        assert_one_line_failure(await run_cli(*command, url=url), "unexpected answer")
 
 
 async def test_silent_server_times_out_after_the_timeout_option():
@@ -153,7 +168,8 @@ async def test_a_reader_that_goes_away_gets_no_traceback(aiohttp_server):
     env = {**os.environ, "DISPATCHER_URL": url, "DISPATCHER_KEY": "dk_x"}
     try:
         proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "dispatcher.cli", "deliveries", "list"),
+            DISPATCHER,
+            *("deliveries", "list"),
             stdout=write_end,
             stderr=asyncio.subprocess.PIPE,
             env=env,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from dispatcher.client import ApiError, Client, ClientError
+from dispatcher.client import ApiError, Client, ClientError, Unreachable
 from tests.conftest import ADMIN_KEY
 
 MISSING_JOB = "job_" + "0" * 26
@@ -217,6 +217,39 @@ async def test_unknown_type_is_an_api_error_422_with_field_errors(client):
     assert caught.value.errors[0]["field"] == "type"
 
 
+async def test_an_api_error_says_each_thing_once(client):
+    with pytest.raises(ApiError) as caught:
+        await client.submit("no-such-type", {})
+
+    # The one field's message is the detail already: not repeated in parentheses.
+    assert str(caught.value) == f"{caught.value.detail} [HTTP 422]"
+
+
+async def test_an_api_error_names_the_field_the_detail_does_not(client):
+    with pytest.raises(ApiError) as caught:
+        await client.submit("echo", {}, callback_url="ftp://example.com/")
+
+    text = str(caught.value)
+    assert text.startswith(caught.value.detail + " (callback_url: "), text
+    assert "Value error" not in text
+    assert text.endswith(") [HTTP 422]"), text
+
+
+async def test_keys_are_listed_by_prefix_and_revoked(api, client):
+    created = await client.create_key("acme")
+
+    page = await client.list_keys(limit=500)
+    [listed] = [k for k in page["items"] if created["key"].startswith(k["prefix"])]
+    await client.revoke_key(listed["prefix"])
+
+    assert listed["tenant"] == "acme"
+    assert created["key"] not in str(page)
+    async with Client(base_url(api), created["key"]) as revoked:
+        with pytest.raises(ApiError) as caught:
+            await revoked.get(MISSING_JOB)
+    assert caught.value.status == 401
+
+
 async def test_unreachable_server_is_a_client_error():
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
@@ -225,8 +258,8 @@ async def test_unreachable_server_is_a_client_error():
             with pytest.raises(ClientError) as caught:
                 await client.get(MISSING_JOB)
 
-    assert not isinstance(caught.value, ApiError)
-    assert "connection refused" in str(caught.value)
+    assert isinstance(caught.value, Unreachable)
+    assert str(caught.value) == f"cannot connect to {url}: connection refused"
 
 
 async def test_stream_follows_the_job_until_it_finishes(client):
@@ -292,6 +325,7 @@ async def test_a_connection_that_never_completes_is_a_client_error_at_the_connec
                 await client.get(MISSING_JOB)
             took = time.monotonic() - started
 
+    assert isinstance(caught.value, Unreachable)
     assert str(caught.value) == f"cannot connect to {url} within 0.3s"
     assert took < 5, took
 

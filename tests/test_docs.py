@@ -3,6 +3,7 @@ pointing outside the repository, and the README's recipes run as a user pastes t
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -11,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,9 @@ SERVER_VARIABLES = {"DISPATCHER_" + name.upper() for name in Settings.model_fiel
 # A variable, or a family of them written `DISPATCHER_SMS_*`.
 VARIABLE = re.compile(r"\bDISPATCHER_[A-Z0-9_]+\*?")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+CLI_PAGE = DOCS / "cli.md"
 # Pages another change adds; a link to one is fine before it lands. Remove once it has.
-PENDING = {DOCS / "cli.md"}
+PENDING: set[Path] = set()
 WALKTHROUGH_SECONDS = 45
 
 
@@ -100,6 +103,40 @@ def test_every_serve_flag_is_documented_with_the_variable_it_overrides():
     for flag in flags:
         row = f"| `{flag.option_strings[0]}` | `DISPATCHER_{flag.dest.upper()}` |"
         assert row in text, f"docs/settings.md lacks the row {row}"
+
+
+def commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Each command of the parser (`("jobs", "submit")`), with its own parser."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from commands(sub, (*path, name))
+
+
+COMMANDS = list(commands(build_parser()))
+
+
+@pytest.mark.parametrize(("path", "parser"), COMMANDS, ids=[" ".join(path) for path, _ in COMMANDS])
+def test_every_command_and_its_flags_are_in_cli_md(path: tuple[str, ...], parser: Any):
+    text = CLI_PAGE.read_text()
+    command = " ".join(path)
+    assert f"`dispatcher {command}" in text, f"docs/cli.md lacks dispatcher {command}"
+    for action in parser._actions:
+        for flag in action.option_strings:
+            if flag not in ("-h", "--help"):
+                found = re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text)
+                assert found, f"docs/cli.md lacks {command} {flag}"
+
+
+def test_cli_md_names_the_variables_and_exit_statuses():
+    text = CLI_PAGE.read_text()
+    for variable in sorted(CLIENT_VARIABLES):
+        assert f"| `{variable}` |" in text, variable
+    for status in (0, 1, 2, 3, 4):
+        assert f"| `{status}` |" in text, status
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
