@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import gc
 import ipaddress
 import json
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +105,17 @@ def sender_for(url: str, **options: Any) -> EmailSender:
     return EmailSender(url, SENDER, options.pop("public_url", PUBLIC_URL), 5, **options)
 
 
+def sockets_open_to(port: int) -> list[socket.socket]:
+    """This process's sockets still open with 127.0.0.1:`port` as their far end."""
+    found = []
+    for obj in gc.get_objects():
+        if isinstance(obj, socket.socket) and obj.fileno() != -1:
+            with contextlib.suppress(OSError):
+                if obj.getpeername() == ("127.0.0.1", port):
+                    found.append(obj)
+    return found
+
+
 async def test_job_email_arrives_with_subject_from_to_and_details(smtp):
     job_id, body = job_event(result={"url": "https://cdn.example.com/t.png", "w": 64})
 
@@ -193,6 +207,7 @@ async def test_server_that_never_answers_times_out():
 
     assert not result.ok
     assert "timed out" in result.error
+    assert sockets_open_to(port) == []
 
 
 async def test_550_for_the_recipient_is_gone(smtp):
@@ -318,6 +333,46 @@ async def test_untrusted_certificate_is_refused(make_smtp, tls):
     assert not result.ok
     assert "certificate" in result.error.lower()
     assert smtp.received == []
+
+
+@pytest.mark.parametrize(
+    ("server_options", "url_options", "target", "expected"),
+    [
+        ({}, {}, OWNER, "Message accepted"),
+        ({}, {}, "nobody@example.com", "550"),
+        (
+            {"authenticator": authenticate, "auth_require_tls": False},
+            {"userinfo": "a:b@"},
+            OWNER,
+            "535",
+        ),
+        ({"tls": "starttls"}, {"query": "?starttls=true"}, OWNER, "Message accepted"),
+        ({"tls": "smtps"}, {"scheme": "smtps"}, OWNER, "Message accepted"),
+        ({"tls": "smtps"}, {"scheme": "smtps", "trust": False}, OWNER, "certificate"),
+    ],
+    ids=["plain", "refused-recipient", "refused-login", "starttls", "smtps", "untrusted"],
+)
+async def test_no_socket_to_the_relay_outlives_the_attempt(
+    make_smtp, tls, server_options, url_options, target, expected
+):
+    """A TLS connection closes gracefully only after the relay's close_notify arrives, some
+    loop turns after QUIT: a socket left for those turns leaks if the loop ends first."""
+    server_options, url_options = dict(server_options), dict(url_options)
+    mode = server_options.pop("tls", None)
+    if mode == "starttls":
+        server_options.update(tls_context=tls.server, require_starttls=True)
+    elif mode == "smtps":
+        server_options.update(ssl_context=tls.server)
+    trusted = url_options.pop("trust", True)
+    smtp = make_smtp(**server_options)
+    sender = sender_for(smtp.url(**url_options), tls_context=tls.client if trusted else None)
+    _, body = job_event()
+
+    for _ in range(3):
+        result = await sender.send(make_due(body, target=target))
+
+        assert expected in (result.response_body if result.ok else result.error)
+        assert sockets_open_to(smtp.port) == [], "the attempt ended with its socket still open"
 
 
 def test_url_options_and_default_ports():

@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import time
 
-from aiosmtpd.controller import Controller
-
 from tests.conftest import wait_for
-from tests.support.fakes import Mailbox, free_port
+from tests.support.fakes import Mailbox, SmtpController, free_port
 
 SID, TOKEN, FROM = "AC0123456789", "sms-token-s3cret", "+15550001111"
 OWNER_EMAIL, OWNER_PHONE = "owner@example.com", "+447700900123"
@@ -85,7 +83,7 @@ async def test_smtp_outage_is_retried_and_does_not_delay_webhooks(
     assert time.monotonic() - started < 2, "a webhook waited behind the SMTP outage"
 
     mailbox = Mailbox(port)
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller = SmtpController(mailbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
         await wait_for(lambda: len(mailbox.received) == 1, timeout=10)

@@ -154,12 +154,7 @@ class EmailSender:
 
     async def _transmit(self, message: EmailMessage, recipient: str) -> str:
         server = self._server
-        # The envelope is explicit: only the delivery's target receives the
-        # message, whatever its headers say.
-        _, reply = await aiosmtplib.send(
-            message,
-            sender=self._envelope_sender,
-            recipients=[recipient],
+        client = _Client(
             hostname=server.host,
             port=server.port,
             username=server.username,
@@ -169,6 +164,18 @@ class EmailSender:
             tls_context=self._tls_context,
             timeout=self._timeout,
         )
+        try:
+            # As `aiosmtplib.send`: QUIT on the way out unless the connection broke.
+            async with client:
+                # The envelope is explicit: only the delivery's target receives the
+                # message, whatever its headers say.
+                _, reply = await client.send_message(
+                    message, sender=self._envelope_sender, recipients=[recipient]
+                )
+        finally:
+            # `_Client.close` aborted the transport, which closes the socket on the
+            # loop's next turn: take that turn, so no socket outlives the attempt.
+            await asyncio.sleep(0)
         return reply
 
     def _refused(self, exc: aiosmtplib.SMTPRecipientsRefused) -> AttemptResult:
@@ -181,3 +188,20 @@ class EmailSender:
 
     def _failed(self, error: str) -> AttemptResult:
         return self._redactor.failed(error)
+
+
+class _Client(aiosmtplib.SMTP):
+    """An SMTP client whose every close (after QUIT, on an error, on a timeout) is immediate.
+
+    aiosmtplib closes its transport gracefully. Over TLS that sends close_notify and
+    keeps the socket open until the relay's close_notify arrives (or 30 s pass), some
+    turns of the event loop after the attempt has returned; if the loop stops first
+    (a test's, or the service's at shutdown) the socket is never closed. After QUIT and
+    its reply nothing is left to say, so the transport is aborted, the way `smtplib`
+    simply closes its socket.
+    """
+
+    def close(self) -> None:
+        if isinstance(self.transport, asyncio.WriteTransport):
+            self.transport.abort()
+        super().close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import LoginPassword
+from aiosmtpd.smtp import SMTP, LoginPassword
 
 
 @dataclass
@@ -55,6 +57,44 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class SmtpController(Controller):
+    """aiosmtpd's threaded server, whose `stop()` first closes every connection it holds.
+
+    `Controller.stop()` stops the server's event loop at once: a connection still open
+    then (a TLS one waiting for the client's close_notify, a client mid-conversation) is
+    never closed, and its socket is reported unclosed whenever the GC collects it,
+    in whatever test is running by then.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sessions: list[SMTP] = []
+
+    def factory(self) -> SMTP:
+        session = super().factory()
+        self.sessions.append(session)
+        return session
+
+    def stop(self, no_assert: bool = False) -> None:
+        if self.server is not None and self.loop.is_running():
+            closing = asyncio.run_coroutine_threadsafe(self._close_connections(), self.loop)
+            closing.result(timeout=10)
+        super().stop(no_assert)
+
+    async def _close_connections(self, timeout: float = 5) -> None:
+        assert self.server is not None
+        self.server.close()  # no new connections
+        for session in self.sessions:
+            if isinstance(session.transport, asyncio.WriteTransport):
+                session.transport.abort()
+        # SMTP.connection_lost() clears `transport`, after the socket under it is closed.
+        deadline = time.monotonic() + timeout
+        while any(session.transport is not None for session in self.sessions):
+            if time.monotonic() > deadline:
+                raise TimeoutError("aiosmtpd connections still open after abort()")
+            await asyncio.sleep(0.005)
+
+
 @pytest.fixture
 def make_smtp() -> Iterator[Callable[..., Mailbox]]:
     """Start an aiosmtpd server on loopback (SMTP options as keywords); stopped after the test."""
@@ -62,7 +102,7 @@ def make_smtp() -> Iterator[Callable[..., Mailbox]]:
 
     def make(**options: Any) -> Mailbox:
         mailbox = Mailbox(free_port())
-        controller = Controller(mailbox, hostname="127.0.0.1", port=mailbox.port, **options)
+        controller = SmtpController(mailbox, hostname="127.0.0.1", port=mailbox.port, **options)
         controller.start()
         controllers.append(controller)
         return mailbox
