@@ -26,6 +26,7 @@ from dispatcher.delivery.destinations import CachingResolver, Destinations
 from dispatcher.delivery.email import EmailSender
 from dispatcher.delivery.netguard import NetworkPolicy
 from dispatcher.delivery.policy import RetryPolicy
+from dispatcher.delivery.secrets import TenantSecrets
 from dispatcher.delivery.sms import SmsSender
 from dispatcher.delivery.webhook import SecretsFor, WebhookSender
 from dispatcher.errors import StartupError
@@ -35,7 +36,7 @@ from dispatcher.housekeeping import Housekeeping
 from dispatcher.ids import now
 from dispatcher.settings import Settings
 from dispatcher.store.base import Store
-from dispatcher.store.records import Channel, Delivery
+from dispatcher.store.records import Channel
 from dispatcher.store.sqlite import SQLiteStore
 from dispatcher.webhooks import generate_secret
 from dispatcher.worker import WorkerPool
@@ -158,9 +159,12 @@ async def _start_parts(
     gateway_session = aiohttp.ClientSession()
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     hub = EventHub()
+    signing = TenantSecrets(store)
     try:
         destinations = Destinations(resolver, settings.delivery_timeout)
-        deliverer = _deliverer(settings, store, owner, destinations, session, gateway_session)
+        deliverer = _deliverer(
+            settings, store, signing, owner, destinations, session, gateway_session
+        )
     except BaseException:
         await session.close()
         await gateway_session.close()
@@ -169,11 +173,11 @@ async def _start_parts(
         store,
         registry,
         hub,
+        deliverer,
         owner=owner,
         workers=settings.workers,
         lease=settings.lease_seconds,
         poll_interval=settings.poll_interval,
-        on_finished=lambda job: deliverer.wake(job.tenant),
     )
     housekeeping = Housekeeping(
         store,
@@ -188,7 +192,7 @@ async def _start_parts(
     auth = Authenticator(store, bootstrap)
     in_progress = InProgress(settings.max_requests_per_tenant)
     app[SERVICES] = Services(
-        settings, store, registry, hub, network, auth, pool, deliverer, in_progress
+        settings, store, registry, hub, network, auth, pool, deliverer, in_progress, signing
     )
     running = _Running(store, pool, deliverer, housekeeping, (session, gateway_session))
     running.start()
@@ -199,18 +203,15 @@ async def _start_parts(
 def _deliverer(
     settings: Settings,
     store: Store,
+    secrets: TenantSecrets,
     owner: str,
     destinations: Destinations,
     session: aiohttp.ClientSession,
     gateway_session: aiohttp.ClientSession,
 ) -> Deliverer:
-    async def tenant_secrets(delivery: Delivery) -> list[str]:
-        found = await store.tenant_secrets(delivery.tenant)
-        return found.active(now()) if found else []
-
     return Deliverer(
         store,
-        _senders(settings, session, gateway_session, tenant_secrets),
+        _senders(settings, session, gateway_session, secrets.for_delivery),
         RetryPolicy(settings.retry_schedule),
         destinations,
         owner=owner,

@@ -9,6 +9,7 @@ that stops it before then is one line on stderr.
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,21 @@ def _run(settings: Settings) -> int:
             print=lambda _: print(f"listening on {where}", flush=True),
             shutdown_timeout=settings.shutdown_grace,
             access_log_class=logs.AccessLogger,
+            loop=_event_loop(),
         )
     finally:
         for sock in sockets:
             sock.close()
     return 0
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when it is installed (the `speed` extra), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _announce(key: str) -> None:

@@ -7,6 +7,7 @@ cursor can be the last id seen.
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from datetime import UTC, datetime
@@ -16,10 +17,33 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
 _last = 0
 
+# Random bits are read from the OS a few thousand ids at a time: one read per
+# id was a system call on every job and every delivery.
+_POOL_IDS = 4096
+_pool = b""
+_pool_at = 0
+
+
+def _random80() -> int:
+    global _pool, _pool_at
+    if _pool_at >= len(_pool):
+        _pool, _pool_at = secrets.token_bytes(10 * _POOL_IDS), 0
+    chunk = _pool[_pool_at : _pool_at + 10]
+    _pool_at += 10
+    return int.from_bytes(chunk, "big")
+
+
+def _forget_pool() -> None:
+    global _pool
+    _pool = b""  # a forked child must not repeat its parent's bits
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
 
 def new_id(prefix: str) -> str:
     global _last
-    value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
+    value = (int(time.time() * 1000) << 80) | _random80()
     # Strictly increasing within a process, so ids made in the same
     # millisecond still list in the order they were made.
     value = _last = max(value, _last + 1)

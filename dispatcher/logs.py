@@ -9,6 +9,7 @@ secret reaches the log, whichever library wrote the line.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -23,12 +24,29 @@ from urllib.parse import quote, quote_plus
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+# Where a record keeps its extras once they were picked out (each filter and
+# the formatter ask for them).
+_EXTRAS = "_dispatcher_extras"
 # Attributes every LogRecord has; anything else was passed in `extra`.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    _EXTRAS,
+}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+    """What was passed in `extra` (read-only: `_set_extra` changes one)."""
+    found: dict[str, Any] | None = record.__dict__.get(_EXTRAS)
+    if found is None:
+        found = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        record.__dict__[_EXTRAS] = found
+    return found
+
+
+def _set_extra(record: logging.LogRecord, name: str, value: Any) -> None:
+    setattr(record, name, value)
+    _extras(record)[name] = value
 
 
 # Redaction
@@ -50,6 +68,9 @@ _SHAPES = re.compile(
     """,
     re.IGNORECASE | re.VERBOSE | re.MULTILINE,
 )
+
+
+_CLUES = ("dk_", "whsec_", "whsk_", "://", "authorization", "passw", "secret", "api", "token")
 
 
 def _masked(found: re.Match[str]) -> str:
@@ -98,6 +119,17 @@ class Redactor:
     def __call__(self, text: str) -> str:
         return _SHAPES.sub(_masked, self.literals(text))
 
+    def finds(self, text: str) -> bool:
+        """Whether `text` holds anything that would be masked."""
+        if self._secrets is not None and self._secrets.search(text):
+            return True
+        # Every credential shape holds one of these: most lines hold none, and
+        # looking for them is many times cheaper than the pattern.
+        lowered = text.lower()
+        if not any(clue in lowered for clue in _CLUES):
+            return False
+        return _SHAPES.search(text) is not None
+
 
 # What `redact` uses: credential shapes, and the secrets `configure` was given.
 _active = Redactor()
@@ -124,19 +156,26 @@ class RedactSecrets(logging.Filter):
             message = record.getMessage()
         except Exception:
             message = None  # the formatter will report the bad arguments, with the template
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        texts = {name: value for name, value in _extras(record).items() if isinstance(value, str)}
+        # One scan of all of it: most lines hold nothing to mask, and a scan
+        # per field costs more than the search itself.
+        whole = "\0".join(
+            filter(None, (message, record.exc_text, record.stack_info, *texts.values()))
+        )
+        if not self.redactor.finds(whole):
+            return True
         if message is not None:
             cleaned = self.redactor(message)
             if cleaned != message:
                 record.msg, record.args = cleaned, ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = self.redactor(record.exc_text)
         if record.stack_info:
             record.stack_info = self.redactor(record.stack_info)
-        for name, value in _extras(record).items():
-            if isinstance(value, str):
-                setattr(record, name, self.redactor(value))
+        for name, value in texts.items():
+            _set_extra(record, name, self.redactor(value))
         return True
 
 
@@ -162,8 +201,11 @@ def _identity(record: logging.LogRecord) -> int:
     # The template, not the formatted message: "Error handling request from %s" is one
     # line whichever peer it names. Extras count, though: "delivery.failed" for two
     # deliveries are two lines, each worth writing.
-    extras = sorted((k, repr(v)) for k, v in _extras(record).items())
-    return hash((record.name, record.levelno, str(record.msg), tuple(extras)))
+    extras = tuple(_extras(record).items())
+    try:
+        return hash((record.name, record.levelno, str(record.msg), extras))
+    except TypeError:  # a value that cannot be hashed: its text can
+        return hash((record.name, record.levelno, str(record.msg), repr(extras)))
 
 
 class RepeatLimiter(logging.Filter):
@@ -277,17 +319,21 @@ class RepeatLimiter(logging.Filter):
 # Formats
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def _utc_ms(record: logging.LogRecord) -> str:
     """The record's time as RFC 3339 UTC with milliseconds, as the API writes times."""
-    moment = time.gmtime(record.created)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", moment) + f".{int(record.msecs):03d}Z"
+    return f"{_utc_second(int(record.created))}.{int(record.msecs):03d}Z"
 
 
 def _details(record: logging.LogRecord) -> dict[str, Any]:
     """The extras, less `action` where it only repeats the event's name."""
     extras = _extras(record)
     if extras.get("action") == record.getMessage():
-        del extras["action"]
+        return {k: v for k, v in extras.items() if k != "action"}
     return extras
 
 
@@ -391,6 +437,10 @@ def _install(formatter: logging.Formatter, level: str | int, secrets: Iterable[s
 def configure(log_format: str, level: str, secrets: Iterable[str] = ()) -> None:
     """Log to stderr as `text` or `json`, never writing any of `secrets` (however spelled)."""
     _install(_formatter(log_format), level, secrets)
+    # No line shows its source file, thread or process: skip finding them for
+    # every record (the logging documentation's "Optimization" section).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # At DEBUG aiosqlite logs every statement with its parameters: payloads,
     # results and signing secrets. Never below WARNING.
     logging.getLogger("aiosqlite").setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from dispatcher.claiming import MAX_LAPSES, ClaimLoop
-from dispatcher.delivery.plan import finished, unrecordable
-from dispatcher.delivery.shares import SlotShares
+from dispatcher.claiming import MAX_LAPSES, ClaimLoop, Slot
+from dispatcher.delivery.plan import finished, handed_over, unrecordable
 from dispatcher.events import EventHub
 from dispatcher.handlers import Handler, Registry, Retry
 from dispatcher.ids import now, rfc3339
 from dispatcher.store.base import Store
-from dispatcher.store.records import Job, JobStatus, Outcome
+from dispatcher.store.records import DueDelivery, Job, JobStatus, Lease, NewJob, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -28,60 +27,73 @@ class WorkerPool(ClaimLoop[Job]):
         store: Store,
         registry: Registry,
         hub: EventHub,
+        deliverer: ClaimLoop[DueDelivery],
         *,
         owner: str,
         workers: int,
         lease: float,
         poll_interval: float,
-        on_finished: Callable[[Job], None] = lambda job: None,
     ) -> None:
-        super().__init__(capacity=workers, poll_interval=poll_interval)
         # Fair between tenants: one tenant's long jobs never hold every worker.
-        self._shares = SlotShares(workers, workers)
+        super().__init__(capacity=workers, per_destination=workers, poll_interval=poll_interval)
         self._store = store
         self._registry = registry
         self._hub = hub
+        self._deliverer = deliverer
         self._owner = owner
         self._lease = lease
-        self._on_finished = on_finished
 
-    async def _claim(self, limit: int) -> list[Job]:
-        """Due jobs, as many as the tenants' fair shares of the workers allow.
+    async def submit(
+        self, job: NewJob, max_queue: int, tenant_share: int | None
+    ) -> tuple[Job, bool]:
+        """Write a new job: straight to a free worker if there is one, else queued.
 
-        A claim may bring a tenant more than its room (the store does not
-        count per tenant): those go back to the queue at once, in their place.
+        With a worker free, the job is written running under this process's
+        lease and started once committed, with no claim. Either way the answer
+        and the first event show the job as it was accepted, queued; a read a
+        moment later may find it running. The write goes on if the caller
+        gives up (its client hung up), and what follows it still happens.
         """
-        limit = min(limit, self._shares.most_room())
-        if limit <= 0:
-            return []
-        claimed = await self._store.claim_jobs(
-            self._owner, limit, now(), self._lease, skip_tenants=self._shares.full_tenants()
-        )
-        start, extra = [], []
-        for job in claimed:
-            if job.id in self._active:
-                continue
-            (start if self._shares.take(job.tenant) else extra).append(job)
-        if extra:
-            await self._store.release_jobs(self._owner, [job.id for job in extra])
-        return start
+        tenant = job.tenant
+        lease = Lease(self._owner, now() + self._lease) if self.reserve(tenant) else None
+        write = asyncio.ensure_future(self._store.submit_job(job, max_queue, tenant_share, lease))
+        write.add_done_callback(lambda done: self._after_submit(done, tenant, lease))
+        record, created = await asyncio.shield(write)
+        return (_as_accepted(record) if created else record), created
 
-    def _may_take(self, tenant: str) -> bool:
-        return self._shares.room(tenant) > 0
+    def _after_submit(
+        self, write: asyncio.Future[tuple[Job, bool]], tenant: str, lease: Lease | None
+    ) -> None:
+        if write.cancelled() or write.exception() is not None:
+            if lease is not None:
+                self.unreserve(tenant)
+            return
+        record, created = write.result()
+        if created:
+            self._hub.publish(_as_accepted(record))
+        if lease is None:
+            if created:
+                self.wake(tenant)
+        elif created:
+            self.hand(record)  # after the event above: subscribers see queued, then running
+        else:
+            self.unreserve(tenant)  # an idempotent repeat: the first job is the one
+
+    async def _claim_due(self, limit: int, skip_tenants: Sequence[str]) -> list[Job]:
+        return await self._store.claim_jobs(
+            self._owner, limit, now(), self._lease, skip_tenants=skip_tenants
+        )
 
     def _key(self, item: Job) -> str:
         return item.id
 
+    def _tenant(self, item: Job) -> str:
+        return item.tenant
+
     async def _release(self, keys: list[str]) -> None:
         await self._store.release_jobs(self._owner, keys)
 
-    async def _process(self, item: Job) -> None:
-        try:
-            await self._run_job(item)
-        finally:
-            self._shares.give_back(item.tenant)
-
-    async def _run_job(self, item: Job) -> None:
+    async def _process(self, item: Job, slot: Slot) -> None:
         try:
             outcome = _abandoned(item) or await self._execute(item)
         except asyncio.CancelledError:
@@ -94,6 +106,8 @@ class WorkerPool(ClaimLoop[Job]):
                 extra={"action": "worker.outcome_failed", "job_id": item.id},
             )
             outcome = unrecordable(item, exc)
+        # The worker is free for the next job while this one is recorded.
+        slot.free()
         if outcome is not None:
             # Shielded: once a handler has produced a result, shutdown must
             # not cancel the write that records it.
@@ -181,15 +195,40 @@ class WorkerPool(ClaimLoop[Job]):
             await self._finish(job, self._owner, replace(fallback, deliveries=()))
 
     async def _finish(self, job: Job, owner: str | None, outcome: Outcome) -> Job | None:
-        done = await self._store.finish_job(job.id, owner, outcome)
+        """Record the outcome; its deliveries go straight to free delivery slots.
+
+        As with a submission, each delivery given a slot is written under this
+        process's lease and started once that is committed, even if the
+        caller has gone by then.
+        """
+        deliverer = self._deliverer
+        handed = frozenset(d.id for d in outcome.deliveries if deliverer.reserve(job.tenant))
+        lease = Lease(self._owner, now() + self._lease) if handed else None
+        write = asyncio.ensure_future(self._store.finish_job(job.id, owner, outcome, lease, handed))
+        if handed:
+            write.add_done_callback(lambda done: self._after_finish(done, job, outcome, handed))
+        done = await asyncio.shield(write)
         if done is not None:
             self._hub.publish(done)
-            self._on_finished(done)
+            if len(handed) < len(outcome.deliveries):
+                deliverer.wake(job.tenant)
             details = {**_about(job, "job.finished"), "status": str(done.status)}
             if done.error:
                 details["error"] = done.error.get("type", "")
             log.info("job.finished", extra=details)
         return done
+
+    def _after_finish(
+        self, write: asyncio.Future[Job | None], job: Job, outcome: Outcome, handed: frozenset[str]
+    ) -> None:
+        done = None if write.cancelled() or write.exception() else write.result()
+        for new in outcome.deliveries:
+            if new.id not in handed:
+                continue
+            if done is None:
+                self._deliverer.unreserve(job.tenant)
+            else:
+                self._deliverer.hand(handed_over(done, new, outcome))
 
     async def cancel(self, job: Job, error: dict[str, str] | None = None) -> Job | None:
         """Cancel a queued job; None if it was no longer queued."""
@@ -289,6 +328,10 @@ def _deadline_error(job: Job) -> dict[str, str]:
 
 def _deadline_passed(job: Job, at: float) -> Outcome:
     return finished(job, JobStatus.CANCELLED, at, error=_deadline_error(job))
+
+
+def _as_accepted(job: Job) -> Job:
+    return replace(job, status=JobStatus.QUEUED, started_at=None)
 
 
 def _requeued(job: Job) -> Job:

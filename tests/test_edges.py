@@ -185,8 +185,8 @@ async def test_pending_deliveries_from_before_hosts_get_one_on_open(tmp_path):
         await store.close()
 
 
-async def _null_hosts(batch) -> None:
-    await batch.db.execute("UPDATE deliveries SET host = NULL")
+def _null_hosts(batch) -> None:
+    batch.db.execute("UPDATE deliveries SET host = NULL")
 
 
 async def test_payload_is_required(api):

@@ -140,8 +140,8 @@ async def test_purge_keeps_a_job_whose_delivery_is_pending(store):
 
 
 async def test_a_failing_operation_does_not_fail_its_batch(store):
-    async def broken(batch: Batch) -> None:
-        await batch.db.execute("INSERT INTO no_such_table VALUES (1)")
+    def broken(batch: Batch) -> None:
+        batch.db.execute("INSERT INTO no_such_table VALUES (1)")
 
     results = await asyncio.gather(
         store.submit_job(new_job(), 10),

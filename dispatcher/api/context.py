@@ -10,6 +10,7 @@ from dispatcher.api.limits import InProgress
 from dispatcher.auth import Authenticator, Principal
 from dispatcher.delivery.deliverer import Deliverer
 from dispatcher.delivery.netguard import NetworkPolicy
+from dispatcher.delivery.secrets import TenantSecrets
 from dispatcher.events import EventHub
 from dispatcher.handlers import Registry
 from dispatcher.settings import Settings
@@ -28,6 +29,7 @@ class Services:
     pool: WorkerPool
     deliverer: Deliverer
     in_progress: InProgress
+    secrets: TenantSecrets
 
 
 SERVICES = web.AppKey("services", Services)

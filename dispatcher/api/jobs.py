@@ -84,14 +84,12 @@ async def submit(request: web.Request) -> web.Response:
         idempotency_key=idempotency_key,
         request_hash=_request_hash(data) if idempotency_key else None,
     )
-    job, created = await svc.store.submit_job(
+    job, created = await svc.pool.submit(
         new, svc.settings.max_queue, svc.settings.tenant_queue_share
     )
     location = {"Location": f"/v1/jobs/{job.id}"}
     if not created:
         return job_response(job, 200, {**location, "Idempotent-Replayed": "true"})
-    svc.hub.publish(job)
-    svc.pool.wake(job.tenant)
     return job_response(job, 202, location)
 
 

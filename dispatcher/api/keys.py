@@ -73,7 +73,5 @@ async def signing_secret(request: web.Request) -> web.Response:
 async def rotate_signing_secret(request: web.Request) -> web.Response:
     svc = services(request)
     grace_until = now() + svc.settings.rotation_grace
-    secrets = await svc.store.rotate_tenant_secret(
-        principal(request).tenant, generate_secret(), grace_until
-    )
+    secrets = await svc.secrets.rotate(principal(request).tenant, generate_secret(), grace_until)
     return json_answer({"secret": secrets.current})

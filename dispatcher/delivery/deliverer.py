@@ -12,15 +12,15 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from dispatcher.claiming import MAX_LAPSES, ClaimLoop
+from dispatcher.claiming import MAX_LAPSES, ClaimLoop, Slot
 from dispatcher.delivery.channel import Sender
 from dispatcher.delivery.destinations import Destinations
 from dispatcher.delivery.plan import callback_failed
 from dispatcher.delivery.policy import AttemptResult, RetryPolicy
-from dispatcher.delivery.shares import Destination, SlotShares
 from dispatcher.ids import now, rfc3339
+from dispatcher.shares import Destination
 from dispatcher.store.base import Store
 from dispatcher.store.records import (
     Attempt,
@@ -55,8 +55,9 @@ class Deliverer(ClaimLoop[DueDelivery]):
         lease: float,
         poll_interval: float,
     ) -> None:
-        super().__init__(capacity=concurrency, poll_interval=poll_interval)
-        self._shares = SlotShares(concurrency, per_host)
+        super().__init__(
+            capacity=concurrency, per_destination=per_host, poll_interval=poll_interval
+        )
         self._destinations = destinations
         # (tenant, host column) -> destination, as last resolved: claims pass
         # over the names whose destination has its share in flight.
@@ -68,56 +69,29 @@ class Deliverer(ClaimLoop[DueDelivery]):
         self._lease = lease
         self._next_due: float | None = None
 
-    async def _claim(self, limit: int) -> list[DueDelivery]:
-        """Due deliveries, as many as the tenants' fair shares allow.
-
-        A claim may bring a tenant more than its room (the store does not
-        count per tenant): those are handed back at once.
-        """
-        limit = min(limit, self._shares.most_room())
-        if limit <= 0:
-            return []
-        claimed = await self._store.claim_deliveries(
+    async def _claim_due(self, limit: int, skip_tenants: Sequence[str]) -> list[DueDelivery]:
+        return await self._store.claim_deliveries(
             self._owner,
             limit,
             now(),
             self._lease,
-            skip_tenants=self._shares.full_tenants(),
+            skip_tenants=skip_tenants,
             skip_routes=self._full_routes(),
         )
-        start, extra = [], []
-        for due in claimed:
-            if due.delivery.id in self._active:
-                continue  # still in flight here
-            if self._shares.take(due.delivery.tenant):
-                start.append(due)
-            else:
-                extra.append(due.delivery.id)
-        if extra:
-            await self._hand_back(extra)
-        return start
-
-    def _may_take(self, tenant: str) -> bool:
-        return self._shares.room(tenant) > 0
 
     def _full_routes(self) -> list[tuple[str, str]]:
         if not self._shares.any_full():
             return []
         return [route for route, where in self._routes.items() if self._shares.is_full(where)]
 
-    async def _hand_back(self, delivery_ids: list[str]) -> None:
-        """Release work claimed but not started: no attempt, no schedule spent."""
-        try:
-            await self._store.release_deliveries(self._owner, delivery_ids)
-        except Exception:
-            # Its lease lapses instead; the lapse is counted, but a handful
-            # of such failures stays far from failing the delivery.
-            log.exception("delivery.release_failed", extra={"action": "delivery.release_failed"})
-
     def _key(self, item: DueDelivery) -> str:
         return item.delivery.id
 
+    def _tenant(self, item: DueDelivery) -> str:
+        return item.delivery.tenant
+
     async def _release(self, keys: list[str]) -> None:
+        """Release work taken but not started: no attempt, no schedule spent."""
         await self._store.release_deliveries(self._owner, keys)
 
     def _sleep_for(self) -> float:
@@ -129,21 +103,24 @@ class Deliverer(ClaimLoop[DueDelivery]):
             self._next_due = None
         return min(delay, self._poll_interval)
 
-    async def _process(self, item: DueDelivery) -> None:
+    async def _process(self, item: DueDelivery, slot: Slot) -> None:
         delivery = item.delivery
+        where = (delivery.tenant, await self._destinations.of(delivery))
+        self._remember(delivery, where)
+        if not self._shares.enter(where):
+            # Another name for a destination that has its share in flight.
+            slot.free()
+            await self._hand_back([delivery.id])
+            return
         try:
-            where = (delivery.tenant, await self._destinations.of(delivery))
-            self._remember(delivery, where)
-            if not self._shares.enter(where):
-                # Another name for a destination that has its share in flight.
-                await self._hand_back([delivery.id])
-                return
-            try:
-                await self._attempt(item)
-            finally:
-                self._shares.leave(where)
+            started, clock = now(), time.monotonic()
+            result = await self._send(item)
+            duration_ms = int((time.monotonic() - clock) * 1000)
         finally:
-            self._shares.give_back(delivery.tenant)
+            # The slot goes to the next attempt while this one is recorded.
+            self._shares.leave(where)
+            slot.free()
+        await self._recorded(item, result, started, duration_ms)
 
     def _remember(self, delivery: Delivery, where: Destination) -> None:
         route = (delivery.tenant, delivery_host(delivery.channel, delivery.target))
@@ -152,26 +129,17 @@ class Deliverer(ClaimLoop[DueDelivery]):
         while len(self._routes) > MAX_ROUTES:
             self._routes.popitem(last=False)
 
-    async def _attempt(self, due: DueDelivery) -> None:
-        """One attempt, recorded with the state it leaves the delivery in."""
-        delivery = due.delivery
-        started = now()
-        clock = time.monotonic()
-        try:
-            result = await self._send(due)
-        except Exception as exc:
-            log.exception(
-                "delivery.send_crashed",
-                extra={"action": "delivery.send_crashed", "delivery_id": delivery.id},
-            )
-            result = AttemptResult(ok=False, error=f"internal error: {type(exc).__name__}")
-        record = self._record(due, result, started, int((time.monotonic() - clock) * 1000))
+    async def _recorded(
+        self, due: DueDelivery, result: AttemptResult, started: float, duration_ms: int
+    ) -> None:
+        """Write the attempt with the state it leaves the delivery in."""
+        record = self._record(due, result, started, duration_ms)
         # Shielded: shutdown must not lose the record of an attempt that was made.
         await asyncio.shield(self._store.record_attempt(record))
         upcoming = record.next_attempt_at
         if upcoming is not None and (self._next_due is None or upcoming < self._next_due):
             self._next_due = upcoming
-        _log_attempt(record, delivery)
+        _log_attempt(record, due.delivery)
 
     def _record(
         self, due: DueDelivery, result: AttemptResult, started: float, duration_ms: int
@@ -206,7 +174,14 @@ class Deliverer(ClaimLoop[DueDelivery]):
             return AttemptResult(
                 ok=False, error=f"channel {due.delivery.channel} is not configured"
             )
-        return await sender.send(due)
+        try:
+            return await sender.send(due)
+        except Exception as exc:
+            log.exception(
+                "delivery.send_crashed",
+                extra={"action": "delivery.send_crashed", "delivery_id": due.delivery.id},
+            )
+            return AttemptResult(ok=False, error=f"internal error: {type(exc).__name__}")
 
 
 def _log_attempt(record: AttemptRecord, delivery: Delivery) -> None:

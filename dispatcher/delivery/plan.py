@@ -9,7 +9,16 @@ from typing import Any
 
 from dispatcher.delivery.policy import AttemptResult
 from dispatcher.ids import new_id, now, rfc3339
-from dispatcher.store.records import Channel, DueDelivery, Job, JobStatus, NewDelivery, Outcome
+from dispatcher.store.records import (
+    Channel,
+    Delivery,
+    DeliveryStatus,
+    DueDelivery,
+    Job,
+    JobStatus,
+    NewDelivery,
+    Outcome,
+)
 
 CALLBACK_FAILED = "job.callback_failed"
 
@@ -39,6 +48,27 @@ def finished(
         event_body=encoded,
         deliveries=tuple(_targets(job, event_type)),
     )
+
+
+def handed_over(job: Job, new: NewDelivery, outcome: Outcome) -> DueDelivery:
+    """A delivery just written for `job`, as a claim would have read it back."""
+    at = outcome.finished_at
+    delivery = Delivery(
+        id=new.id,
+        tenant=job.tenant,
+        job_id=job.id,
+        channel=new.channel,
+        target=new.target,
+        endpoint_id=new.endpoint_id,
+        event_type=new.event_type,
+        status=DeliveryStatus.PENDING,
+        attempt_count=0,
+        next_attempt_at=at,
+        last_status_code=None,
+        last_error=None,
+        created_at=at,
+    )
+    return DueDelivery(delivery, new.body or outcome.event_body, job.deadline, job.notify)
 
 
 def unrecordable(job: Job, exc: BaseException) -> Outcome:

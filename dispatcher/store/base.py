@@ -18,6 +18,7 @@ from dispatcher.store.records import (
     DueDelivery,
     Job,
     JobFilter,
+    Lease,
     NewJob,
     Outcome,
     Page,
@@ -72,13 +73,19 @@ class Store(ABC):
 
     @abstractmethod
     async def submit_job(
-        self, job: NewJob, max_queue: int, tenant_share: int | None = None
+        self,
+        job: NewJob,
+        max_queue: int,
+        tenant_share: int | None = None,
+        lease: Lease | None = None,
     ) -> tuple[Job, bool]:
         """Insert a job; answer (job, True) once committed.
 
-        With an idempotency key already used by the tenant: (first job, False),
-        or Conflict if the request differs. QueueFull past `max_queue` queued
-        jobs, or past `tenant_share` of the tenant's own.
+        With a `lease`, the job is written running, taken by its owner until
+        then (work handed straight to a free worker), else queued. With an
+        idempotency key already used by the tenant: (first job, False), or
+        Conflict if the request differs; nothing is written. QueueFull past
+        `max_queue` queued jobs, or past `tenant_share` of the tenant's own.
         """
 
     @abstractmethod
@@ -101,11 +108,20 @@ class Store(ABC):
         """Extend `owner`'s leases on the jobs and deliveries it is working on now."""
 
     @abstractmethod
-    async def finish_job(self, job_id: str, owner: str | None, outcome: Outcome) -> Job | None:
+    async def finish_job(
+        self,
+        job_id: str,
+        owner: str | None,
+        outcome: Outcome,
+        lease: Lease | None = None,
+        leased: frozenset[str] = frozenset(),
+    ) -> Job | None:
         """Write how a job ended and create its deliveries, in one transaction.
 
         `owner` None finishes a job that is still queued (cancel, deadline);
-        otherwise only the lease holder may. None when the guard fails.
+        otherwise only the lease holder may. None when the guard fails, and
+        then nothing is written. The deliveries whose ids are in `leased` are
+        written taken under `lease` (handed straight to free delivery slots).
         """
 
     @abstractmethod

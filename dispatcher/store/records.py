@@ -307,6 +307,14 @@ class SigningSecrets:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """Work written already taken: by which process, until when."""
+
+    owner: str
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
 class NewJob:
     id: str
     tenant: str

@@ -23,9 +23,9 @@ class SQLiteStore(SQLiteJobs, SQLiteDeliveries, Store):
     # Tenants and keys
 
     async def create_key(self, key: ApiKey, tenant_secret: str) -> SigningSecrets:
-        async def op(batch: Batch) -> None:
-            await batch.db.execute(sql.ENSURE_TENANT, (key.tenant, tenant_secret, key.created_at))
-            await batch.db.execute(
+        def op(batch: Batch) -> None:
+            batch.db.execute(sql.ENSURE_TENANT, (key.tenant, tenant_secret, key.created_at))
+            batch.db.execute(
                 sql.INSERT_KEY,
                 (key.prefix, key.key_hash, key.tenant, int(key.admin), key.created_at),
             )
@@ -36,8 +36,8 @@ class SQLiteStore(SQLiteJobs, SQLiteDeliveries, Store):
         return secrets
 
     async def ensure_tenant(self, tenant: str, secret: str, now: float) -> None:
-        async def op(batch: Batch) -> None:
-            await batch.db.execute(sql.ENSURE_TENANT, (tenant, secret, now))
+        def op(batch: Batch) -> None:
+            batch.db.execute(sql.ENSURE_TENANT, (tenant, secret, now))
 
         await self._write(op)
 
@@ -56,17 +56,15 @@ class SQLiteStore(SQLiteJobs, SQLiteDeliveries, Store):
         return Page([ApiKey.from_row(row) for row in page.items], page.next_cursor)
 
     async def revoke_key(self, prefix: str) -> bool:
-        async def op(batch: Batch) -> bool:
-            cursor = await batch.db.execute("DELETE FROM api_keys WHERE prefix = ?", (prefix,))
+        def op(batch: Batch) -> bool:
+            cursor = batch.db.execute("DELETE FROM api_keys WHERE prefix = ?", (prefix,))
             return cursor.rowcount > 0
 
         return bool(await self._write(op))
 
     async def touch_key(self, prefix: str, at: float) -> None:
-        async def op(batch: Batch) -> None:
-            await batch.db.execute(
-                "UPDATE api_keys SET last_used_at = ? WHERE prefix = ?", (at, prefix)
-            )
+        def op(batch: Batch) -> None:
+            batch.db.execute("UPDATE api_keys SET last_used_at = ? WHERE prefix = ?", (at, prefix))
 
         await self._write(op)
 
@@ -84,8 +82,8 @@ class SQLiteStore(SQLiteJobs, SQLiteDeliveries, Store):
     async def rotate_tenant_secret(
         self, tenant: str, new_secret: str, grace_until: float
     ) -> SigningSecrets:
-        async def op(batch: Batch) -> None:
-            await batch.db.execute(sql.ROTATE_TENANT_SECRET, (new_secret, grace_until, tenant))
+        def op(batch: Batch) -> None:
+            batch.db.execute(sql.ROTATE_TENANT_SECRET, (new_secret, grace_until, tenant))
 
         await self._write(op)
         secrets = await self.tenant_secrets(tenant)
@@ -101,7 +99,7 @@ class SQLiteStore(SQLiteJobs, SQLiteDeliveries, Store):
         if not job_ids and not delivery_ids:
             return
 
-        async def op(batch: Batch) -> None:
+        def op(batch: Batch) -> None:
             for job_id in job_ids:
                 batch.defer(sql.RENEW_JOB_LEASE, (until, owner, job_id))
             for delivery_id in delivery_ids:
@@ -110,8 +108,8 @@ class SQLiteStore(SQLiteJobs, SQLiteDeliveries, Store):
         await self._write(op)
 
     async def purge(self, finished_before: float) -> int:
-        async def op(batch: Batch) -> int:
-            cursor = await batch.db.execute(sql.PURGE_JOBS, (finished_before,))
+        def op(batch: Batch) -> int:
+            cursor = batch.db.execute(sql.PURGE_JOBS, (finished_before,))
             return cursor.rowcount
 
         return int(await self._write(op))

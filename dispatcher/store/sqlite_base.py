@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -14,7 +16,9 @@ from dispatcher.store.records import (
     Page,
     delivery_host,
 )
-from dispatcher.store.writer import GroupWriter
+from dispatcher.store.writer import Batch, GroupWriter
+
+T = TypeVar("T")
 
 
 def dump_json(value: Any) -> str | None:
@@ -44,67 +48,31 @@ def page_of(items: list[Any], limit: int, cursor_of: Any) -> Page:
 class SQLiteConnection:
     def __init__(self, path: str) -> None:
         self._path = path
-        self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._writer: GroupWriter | None = None
-
-    async def _connect(self) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(self._path, isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA busy_timeout = 10000")
-        await db.execute("PRAGMA foreign_keys = ON")
-        return db
 
     async def open(self) -> None:
         # Once, at start, before any request: blocking here is harmless.
         Path(self._path).absolute().parent.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
-        self._db = await self._connect()
-        await self._db.execute("PRAGMA journal_mode = WAL")
-        # FULL: a 202 means the job survives power loss too, not only a crash.
-        await self._db.execute("PRAGMA synchronous = FULL")
-        await self._migrate(self._db)
-        await self._fill_hosts(self._db)
-        self._reader = await self._connect()
-        self._writer = GroupWriter(self._db)
-        self._writer.start()
-
-    async def _fill_hosts(self, db: aiosqlite.Connection) -> None:
-        """Give pending deliveries from before migration 3 their host.
-
-        SQL cannot parse a URL, so this is done here; without it their
-        backlog would slip past the per-host share.
-        """
-        rows = await db.execute_fetchall(
-            "SELECT id, channel, target FROM deliveries WHERE host IS NULL AND status = 'pending'"
-        )
-        hosts = [(delivery_host(Channel(r["channel"]), r["target"]), r["id"]) for r in rows]
-        if hosts:
-            await db.execute("BEGIN IMMEDIATE")
-            await db.executemany("UPDATE deliveries SET host = ? WHERE id = ?", hosts)
-            await db.execute("COMMIT")
-
-    async def _migrate(self, db: aiosqlite.Connection) -> None:
-        await db.execute("BEGIN IMMEDIATE")
+        writer = GroupWriter(self._path)
         try:
-            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
-            rows = await db.execute_fetchall("SELECT max(version) FROM schema_version")
-            current = next(iter(rows))[0] or 0
-            for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    await db.execute(statement)
-                await db.execute("INSERT INTO schema_version VALUES (?)", (version,))
-            await db.execute("COMMIT")
+            await writer.run(_migrate)
+            await writer.run(_fill_hosts)
+            self._reader = await aiosqlite.connect(self._path, isolation_level=None)
         except BaseException:
-            await db.execute("ROLLBACK")
+            await writer.stop()
             raise
+        self._reader.row_factory = aiosqlite.Row
+        await self._reader.execute("PRAGMA busy_timeout = 10000")
+        self._writer = writer
+        self._writer.start()
 
     async def close(self) -> None:
         if self._writer:
             await self._writer.stop()
-        for db in (self._reader, self._db):
-            if db is not None:
-                await db.close()
-        self._db = self._reader = self._writer = None
+        if self._reader is not None:
+            await self._reader.close()
+        self._reader = self._writer = None
 
     async def ping(self) -> None:
         await self._read("SELECT 1")
@@ -114,7 +82,38 @@ class SQLiteConnection:
             raise RuntimeError("the store is closed")
         return list(await self._reader.execute_fetchall(query, params))
 
-    async def _write(self, operation: Any) -> Any:
+    async def _write(self, operation: Callable[[Batch], T]) -> T:
         if self._writer is None:
             raise RuntimeError("the store is closed")
         return await self._writer.write(operation)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+        current = db.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            for statement in filter(str.strip, script.split(";")):
+                db.execute(statement)
+            db.execute("INSERT INTO schema_version VALUES (?)", (version,))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _fill_hosts(db: sqlite3.Connection) -> None:
+    """Give pending deliveries from before migration 3 their host.
+
+    SQL cannot parse a URL, so this is done here; without it their
+    backlog would slip past the per-host share.
+    """
+    rows = db.execute(
+        "SELECT id, channel, target FROM deliveries WHERE host IS NULL AND status = 'pending'"
+    ).fetchall()
+    hosts = [(delivery_host(Channel(r["channel"]), r["target"]), r["id"]) for r in rows]
+    if hosts:
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("UPDATE deliveries SET host = ? WHERE id = ?", hosts)
+        db.execute("COMMIT")

@@ -41,8 +41,8 @@ class SQLiteDeliveries(SQLiteConnection):
             json.dumps(routes),
         )
 
-        async def op(batch: Batch) -> list[Any]:
-            return list(await batch.db.execute_fetchall(sql.CLAIM_DELIVERIES, params))
+        def op(batch: Batch) -> list[Any]:
+            return list(batch.fetch(sql.CLAIM_DELIVERIES, params))
 
         rows = await self._write(op)
         if not rows:
@@ -66,7 +66,7 @@ class SQLiteDeliveries(SQLiteConnection):
     async def record_attempt(self, record: AttemptRecord) -> None:
         attempt = record.attempt
 
-        async def op(batch: Batch) -> None:
+        def op(batch: Batch) -> None:
             # Deferred, in this order: each attempt's number is read from the
             # row before the update counts it. A process has at most one
             # attempt of a delivery in flight, so no batch holds two of one.
@@ -102,8 +102,8 @@ class SQLiteDeliveries(SQLiteConnection):
         await self._write(op)
 
     async def release_deliveries(self, owner: str, delivery_ids: list[str]) -> None:
-        async def op(batch: Batch) -> None:
-            await batch.db.executemany(
+        def op(batch: Batch) -> None:
+            batch.db.executemany(
                 sql.RELEASE_DELIVERY, [(delivery_id, owner) for delivery_id in delivery_ids]
             )
 
@@ -131,10 +131,8 @@ class SQLiteDeliveries(SQLiteConnection):
     async def replay_delivery(
         self, delivery_id: str, tenant: str | None, by: str, now: float
     ) -> Delivery:
-        async def op(batch: Batch) -> Any:
-            rows = list(
-                await batch.db.execute_fetchall(sql.REPLAY_ONE, (now, by, delivery_id, tenant))
-            )
+        def op(batch: Batch) -> Any:
+            rows = list(batch.fetch(sql.REPLAY_ONE, (now, by, delivery_id, tenant)))
             return rows[0] if rows else None
 
         row = await self._write(op)
@@ -150,10 +148,8 @@ class SQLiteDeliveries(SQLiteConnection):
             rows = await self._read(f"SELECT count(*) FROM deliveries WHERE {clause}", params)
             return int(rows[0][0])
 
-        async def op(batch: Batch) -> int:
-            cursor = await batch.db.execute(
-                sql.REPLAY_MANY.format(where=clause), (now, by, *params)
-            )
+        def op(batch: Batch) -> int:
+            cursor = batch.db.execute(sql.REPLAY_MANY.format(where=clause), (now, by, *params))
             return cursor.rowcount
 
         return int(await self._write(op))

@@ -15,6 +15,7 @@ from dispatcher.store.records import (
     Job,
     JobFilter,
     JobStatus,
+    Lease,
     NewJob,
     Outcome,
     Page,
@@ -25,22 +26,26 @@ from dispatcher.store.writer import Batch
 
 class SQLiteJobs(SQLiteConnection):
     async def submit_job(
-        self, job: NewJob, max_queue: int, tenant_share: int | None = None
+        self,
+        job: NewJob,
+        max_queue: int,
+        tenant_share: int | None = None,
+        lease: Lease | None = None,
     ) -> tuple[Job, bool]:
-        async def op(batch: Batch) -> str | None:
+        def op(batch: Batch) -> str | None:
             if job.idempotency_key is not None:
-                first = await _first_with_key(batch, job.tenant, job.idempotency_key)
+                first = _first_with_key(batch, job.tenant, job.idempotency_key)
                 if first is not None:
                     if first[1] != job.request_hash:
                         raise Conflict(
                             "this Idempotency-Key was already used with a different request"
                         )
                     return first[0]
-            await _check_room(batch, job.tenant, max_queue, tenant_share or max_queue)
+            _check_room(batch, job.tenant, max_queue, tenant_share or max_queue)
             if job.idempotency_key is not None:
                 # Only now: a key is taken by a job that will be inserted.
                 batch.idempotency[job.tenant, job.idempotency_key] = (job.id, job.request_hash)
-            batch.defer(sql.INSERT_JOB, _job_params(job))
+            batch.defer(sql.INSERT_JOB, _job_params(job, lease))
             batch.queued_jobs += 1  # type: ignore[operator]
             batch.queued_by_tenant[job.tenant] += 1
             return None
@@ -50,7 +55,7 @@ class SQLiteJobs(SQLiteConnection):
             found = await self.get_job(existing, job.tenant)
             assert found is not None
             return found, False
-        return _new_job_record(job), True
+        return _new_job_record(job, lease), True
 
     async def get_job(self, job_id: str, tenant: str | None) -> Job | None:
         rows = await self._read(sql.GET_JOB, (job_id, tenant, tenant))
@@ -88,17 +93,24 @@ class SQLiteJobs(SQLiteConnection):
     async def claim_jobs(
         self, owner: str, limit: int, now: float, lease: float, *, skip_tenants: Sequence[str] = ()
     ) -> list[Job]:
-        async def op(batch: Batch) -> list[Job]:
+        def op(batch: Batch) -> list[Job]:
             params = (owner, now + lease, now, limit, json.dumps(list(skip_tenants)))
-            rows = await batch.db.execute_fetchall(sql.CLAIM_JOBS, params)
+            rows = batch.fetch(sql.CLAIM_JOBS, params)
             return [Job.from_row(row) for row in rows]
 
         return list(await self._write(op))
 
-    async def finish_job(self, job_id: str, owner: str | None, outcome: Outcome) -> Job | None:
+    async def finish_job(
+        self,
+        job_id: str,
+        owner: str | None,
+        outcome: Outcome,
+        lease: Lease | None = None,
+        leased: frozenset[str] = frozenset(),
+    ) -> Job | None:
         now = outcome.finished_at
 
-        async def op(batch: Batch) -> Job | None:
+        def op(batch: Batch) -> Job | None:
             values = (
                 str(outcome.status),
                 dump_json(outcome.result),
@@ -108,9 +120,9 @@ class SQLiteJobs(SQLiteConnection):
                 job_id,
             )
             if owner is None:
-                rows = await batch.db.execute_fetchall(sql.FINISH_QUEUED_JOB, values)
+                rows = batch.fetch(sql.FINISH_QUEUED_JOB, values)
             else:
-                rows = await batch.db.execute_fetchall(sql.FINISH_RUNNING_JOB, (*values, owner))
+                rows = batch.fetch(sql.FINISH_RUNNING_JOB, (*values, owner))
             rows = list(rows)
             if not rows:
                 return None
@@ -118,7 +130,8 @@ class SQLiteJobs(SQLiteConnection):
             for d in outcome.deliveries:
                 params = (d.id, job.tenant, job.id, str(d.channel), d.target, d.endpoint_id)
                 values = (d.event_type, now, now, d.body, d.host)
-                batch.defer(sql.INSERT_DELIVERY, (*params, *values))
+                taken = (lease.owner, lease.until) if lease and d.id in leased else (None, None)
+                batch.defer(sql.INSERT_DELIVERY, (*params, *values, *taken))
             summaries = tuple(
                 DeliverySummary(d.id, str(d.channel), d.target, DeliveryStatus.PENDING, 0)
                 for d in outcome.deliveries
@@ -129,14 +142,14 @@ class SQLiteJobs(SQLiteConnection):
         return result
 
     async def requeue_job(self, job_id: str, owner: str, run_at: float) -> None:
-        async def op(batch: Batch) -> None:
-            await batch.db.execute(sql.REQUEUE_JOB, (run_at, job_id, owner))
+        def op(batch: Batch) -> None:
+            batch.db.execute(sql.REQUEUE_JOB, (run_at, job_id, owner))
 
         await self._write(op)
 
     async def release_jobs(self, owner: str, job_ids: list[str]) -> None:
-        async def op(batch: Batch) -> None:
-            await batch.db.executemany(sql.RELEASE_JOB, [(job_id, owner) for job_id in job_ids])
+        def op(batch: Batch) -> None:
+            batch.db.executemany(sql.RELEASE_JOB, [(job_id, owner) for job_id in job_ids])
 
         await self._write(op)
 
@@ -145,36 +158,36 @@ class SQLiteJobs(SQLiteConnection):
         return [Job.from_row(row) for row in rows]
 
 
-async def _check_room(batch: Batch, tenant: str, total: int, share: int) -> None:
+def _check_room(batch: Batch, tenant: str, total: int, share: int) -> None:
     """QueueFull past the queue's limit, or past the tenant's share of it."""
     if batch.queued_jobs is None:
-        batch.queued_jobs = await _count(batch, sql.COUNT_QUEUED)
+        batch.queued_jobs = _count(batch, sql.COUNT_QUEUED)
     if batch.queued_jobs >= total:
         raise QueueFull(f"{batch.queued_jobs} jobs are queued; the limit is {total}")
     if tenant not in batch.queued_by_tenant:
-        batch.queued_by_tenant[tenant] = await _count(batch, sql.COUNT_TENANT_QUEUED, tenant)
+        batch.queued_by_tenant[tenant] = _count(batch, sql.COUNT_TENANT_QUEUED, tenant)
     if batch.queued_by_tenant[tenant] >= share:
         raise QueueFull(
             f"this tenant has {batch.queued_by_tenant[tenant]} jobs queued; its share is {share}"
         )
 
 
-async def _count(batch: Batch, query: str, *params: Any) -> int:
-    rows = await batch.db.execute_fetchall(query, params)
+def _count(batch: Batch, query: str, *params: Any) -> int:
+    rows = batch.fetch(query, params)
     return int(next(iter(rows))[0])
 
 
-async def _first_with_key(batch: Batch, tenant: str, key: str) -> tuple[str, str | None] | None:
+def _first_with_key(batch: Batch, tenant: str, key: str) -> tuple[str, str | None] | None:
     """The job that took an idempotency key first: in this batch, or committed before."""
     if (tenant, key) in batch.idempotency:
         return batch.idempotency[tenant, key]
-    rows = await batch.db.execute_fetchall(sql.FIND_IDEMPOTENT, (tenant, key))
+    rows = batch.fetch(sql.FIND_IDEMPOTENT, (tenant, key))
     for row in rows:
         return str(row["id"]), row["request_hash"]
     return None
 
 
-def _job_params(job: NewJob) -> tuple[Any, ...]:
+def _job_params(job: NewJob, lease: Lease | None) -> tuple[Any, ...]:
     return (
         job.id,
         job.tenant,
@@ -189,15 +202,17 @@ def _job_params(job: NewJob) -> tuple[Any, ...]:
         job.created_at,
         job.idempotency_key,
         job.request_hash,
+        lease.owner if lease else None,
+        lease.until if lease else None,
     )
 
 
-def _new_job_record(job: NewJob) -> Job:
+def _new_job_record(job: NewJob, lease: Lease | None) -> Job:
     return Job(
         id=job.id,
         tenant=job.tenant,
         type=job.type,
-        status=JobStatus.QUEUED,
+        status=JobStatus.QUEUED if lease is None else JobStatus.RUNNING,
         payload=job.payload,
         result=None,
         error=None,
@@ -207,7 +222,7 @@ def _new_job_record(job: NewJob) -> Job:
         metadata=job.metadata,
         deadline=job.deadline,
         created_at=job.created_at,
-        started_at=None,
+        started_at=None if lease is None else job.created_at,
         finished_at=None,
     )
 

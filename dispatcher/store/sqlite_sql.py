@@ -20,10 +20,14 @@ COUNT_QUEUED = "SELECT count(*) FROM jobs WHERE status = 'queued'"
 
 COUNT_TENANT_QUEUED = "SELECT count(*) FROM jobs WHERE status = 'queued' AND tenant = ?"
 
+# Queued, or (with a lease) running already: handed straight to a free worker.
 INSERT_JOB = """
 INSERT INTO jobs (id, tenant, type, status, payload, callback_url, endpoint_id, notify,
-                  metadata, deadline, created_at, run_at, idempotency_key, request_hash)
-VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  metadata, deadline, created_at, run_at, idempotency_key, request_hash,
+                  lease_owner, lease_until, started_at)
+VALUES (?1, ?2, ?3, CASE WHEN ?14 IS NULL THEN 'queued' ELSE 'running' END,
+        ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+        CASE WHEN ?14 IS NULL THEN NULL ELSE ?10 END)
 """
 
 GET_JOB = "SELECT * FROM jobs WHERE id = ? AND (? IS NULL OR tenant = ?)"
@@ -88,10 +92,11 @@ EXPIRED_DEADLINES = """
 SELECT * FROM jobs WHERE status = 'queued' AND deadline IS NOT NULL AND deadline < ? LIMIT ?
 """
 
+# With a lease, taken already: handed straight to a free delivery slot.
 INSERT_DELIVERY = """
 INSERT INTO deliveries (id, tenant, job_id, channel, target, endpoint_id, event_type, status,
-                        next_attempt_at, created_at, body, host)
-VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)
+                        next_attempt_at, created_at, body, host, lease_owner, lease_until)
+VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)
 """
 
 # A delivery set off by another one: same tenant and job.

@@ -1,0 +1,42 @@
+"""Each tenant's live signing secrets, as webhooks are signed with them: read once in a while.
+
+Reading them from the store for every webhook cost a database round trip per
+attempt. They change only by rotation, which goes through here on this
+process and takes effect at once; another instance sees it within
+`CACHE_SECONDS`, while the grace period still honours the old secret.
+"""
+
+from __future__ import annotations
+
+from dispatcher.ids import now
+from dispatcher.store.base import Store
+from dispatcher.store.records import Delivery, SigningSecrets
+
+CACHE_SECONDS = 5.0
+# Tenants remembered at once; past it the memory starts over.
+MAX_TENANTS = 10_000
+
+
+class TenantSecrets:
+    def __init__(self, store: Store, cache_seconds: float = CACHE_SECONDS) -> None:
+        self._store = store
+        self._cache_seconds = cache_seconds
+        self._known: dict[str, tuple[SigningSecrets | None, float]] = {}
+
+    async def for_delivery(self, delivery: Delivery) -> list[str]:
+        """The secrets to sign `delivery` with, newest first; none if its tenant has none."""
+        at = now()
+        known = self._known.get(delivery.tenant)
+        if known is None or known[1] <= at:
+            if len(self._known) >= MAX_TENANTS:
+                self._known.clear()
+            found = await self._store.tenant_secrets(delivery.tenant)
+            known = (found, at + self._cache_seconds)
+            self._known[delivery.tenant] = known
+        secrets = known[0]
+        return secrets.active(at) if secrets else []
+
+    async def rotate(self, tenant: str, new_secret: str, grace_until: float) -> SigningSecrets:
+        secrets = await self._store.rotate_tenant_secret(tenant, new_secret, grace_until)
+        self._known.pop(tenant, None)
+        return secrets
