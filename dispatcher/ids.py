@@ -7,6 +7,8 @@ cursor can be the last id seen.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import secrets
 import time
@@ -63,9 +65,26 @@ def now() -> float:
     return time.time()
 
 
+# 10000-01-01: past it no calendar date can be written with four digits.
+_YEAR_10000 = 253_402_300_800
+
+
+@functools.lru_cache(maxsize=64)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+
+
 def rfc3339(ts: float | None) -> str | None:
     """Unix seconds as an RFC 3339 UTC string with milliseconds."""
     if ts is None:
         return None
+    if 0 <= ts < _YEAR_10000:
+        # What datetime.fromtimestamp does (microseconds rounded half to even),
+        # with the date and time of day made once per second.
+        fraction, whole = math.modf(ts)
+        second, micro = int(whole), round(fraction * 1e6)
+        if micro >= 1_000_000:
+            second, micro = second + 1, micro - 1_000_000
+        return f"{_utc_second(second)}{micro // 1000:03d}Z"
     moment = datetime.fromtimestamp(ts, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

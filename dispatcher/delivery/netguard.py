@@ -9,6 +9,7 @@ hostname that resolves, or later re-resolves, to 127.0.0.1 gets nowhere).
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import re
 import socket
@@ -65,7 +66,9 @@ def literal_address(host: str) -> Address | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_public(address: Address) -> bool:
+    """Globally reachable and unicast (remembered: the standard library's test is slow)."""
     if isinstance(address, ipaddress.IPv6Address):
         # These carry an IPv4 destination; the wrapper itself looks reserved or global.
         embedded = address.ipv4_mapped or address.sixtofour
