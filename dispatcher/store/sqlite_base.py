@@ -56,8 +56,9 @@ class SQLiteConnection:
         Path(self._path).absolute().parent.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
         writer = GroupWriter(self._path)
         try:
-            await writer.run(_migrate)
-            await writer.run(_fill_hosts)
+            before = await writer.run(_migrate)
+            if 0 < before < HOSTS_VERSION:
+                await writer.run(_fill_hosts)
             self._reader = await aiosqlite.connect(self._path, isolation_level=None)
         except BaseException:
             await writer.stop()
@@ -88,7 +89,8 @@ class SQLiteConnection:
         return await self._writer.write(operation)
 
 
-def _migrate(db: sqlite3.Connection) -> None:
+def _migrate(db: sqlite3.Connection) -> int:
+    """Apply the migrations not applied yet; the version the database was at."""
     db.execute("BEGIN IMMEDIATE")
     try:
         db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
@@ -101,10 +103,15 @@ def _migrate(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+    return int(current)
+
+
+# The migration that gave deliveries a host column.
+HOSTS_VERSION = 3
 
 
 def _fill_hosts(db: sqlite3.Connection) -> None:
-    """Give pending deliveries from before migration 3 their host.
+    """Give pending deliveries from before migration 3 their host, once, as it is applied.
 
     SQL cannot parse a URL, so this is done here; without it their
     backlog would slip past the per-host share.
