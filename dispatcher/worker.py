@@ -198,42 +198,38 @@ class WorkerPool(ClaimLoop[Job]):
         """Record the outcome; its deliveries go straight to free delivery slots.
 
         As with a submission, each delivery given a slot is written under this
-        process's lease and started once that is committed, even if the
-        caller has gone by then.
+        process's lease and started once that is committed. Callers shield
+        this: once the write is sent, what follows it must happen too.
         """
         deliverer = self._deliverer
-        handed = frozenset(d.id for d in outcome.deliveries if deliverer.reserve(job.tenant))
+        handed = [d for d in outcome.deliveries if deliverer.reserve(job.tenant)]
         lease = Lease(self._owner, now() + self._lease) if handed else None
-        write = asyncio.ensure_future(self._store.finish_job(job.id, owner, outcome, lease, handed))
-        if handed:
-            write.add_done_callback(lambda done: self._after_finish(done, job, outcome, handed))
-        done = await asyncio.shield(write)
-        if done is not None:
-            self._hub.publish(done)
-            if len(handed) < len(outcome.deliveries):
-                deliverer.wake(job.tenant)
-            details = {**_about(job, "job.finished"), "status": str(done.status)}
-            if done.error:
-                details["error"] = done.error.get("type", "")
-            log.info("job.finished", extra=details)
+        done = None
+        try:
+            done = await self._store.finish_job(
+                job.id, owner, outcome, lease, frozenset(d.id for d in handed)
+            )
+        finally:
+            if done is None:  # not written (or no longer this process's to finish)
+                for _ in handed:
+                    deliverer.unreserve(job.tenant)
+        if done is None:
+            return None
+        for new in handed:
+            deliverer.hand(handed_over(done, new, outcome))
+        if len(handed) < len(outcome.deliveries):
+            deliverer.wake(job.tenant)
+        self._hub.publish(done)
+        details = {**_about(job, "job.finished"), "status": str(done.status)}
+        if done.error:
+            details["error"] = done.error.get("type", "")
+        log.info("job.finished", extra=details)
         return done
-
-    def _after_finish(
-        self, write: asyncio.Future[Job | None], job: Job, outcome: Outcome, handed: frozenset[str]
-    ) -> None:
-        done = None if write.cancelled() or write.exception() else write.result()
-        for new in outcome.deliveries:
-            if new.id not in handed:
-                continue
-            if done is None:
-                self._deliverer.unreserve(job.tenant)
-            else:
-                self._deliverer.hand(handed_over(done, new, outcome))
 
     async def cancel(self, job: Job, error: dict[str, str] | None = None) -> Job | None:
         """Cancel a queued job; None if it was no longer queued."""
         outcome = finished(job, JobStatus.CANCELLED, now(), error=error)
-        return await self._finish(job, None, outcome)
+        return await asyncio.shield(self._finish(job, None, outcome))
 
     async def cancel_expired(self, limit: int = 200) -> int:
         """Cancel queued jobs whose deadline passed before any worker started them."""

@@ -8,7 +8,6 @@ leaves, in one write before the next attempt can be scheduled.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -134,8 +133,9 @@ class Deliverer(ClaimLoop[DueDelivery]):
     ) -> None:
         """Write the attempt with the state it leaves the delivery in."""
         record = self._record(due, result, started, duration_ms)
-        # Shielded: shutdown must not lose the record of an attempt that was made.
-        await asyncio.shield(self._store.record_attempt(record))
+        # Committed even if shutdown cancels this task meanwhile: the store's
+        # writer finishes every write it was given.
+        await self._store.record_attempt(record)
         upcoming = record.next_attempt_at
         if upcoming is not None and (self._next_due is None or upcoming < self._next_due):
             self._next_due = upcoming

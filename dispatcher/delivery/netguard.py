@@ -82,13 +82,26 @@ def _is_public(address: Address) -> bool:
     return address.is_global and not address.is_multicast and not address.is_reserved
 
 
+MAX_ANSWERS = 4096
+
+
 class NetworkPolicy:
     """Public addresses, plus the operator's allowed networks; nothing else."""
 
     def __init__(self, allow: Sequence[Network] = ()) -> None:
         self.allow = tuple(allow)
+        # Answers so far, bounded: every submission and connection asks.
+        self._answers: dict[Address, bool] = {}
 
     def allows(self, address: Address) -> bool:
+        answer = self._answers.get(address)
+        if answer is None:
+            if len(self._answers) >= MAX_ANSWERS:
+                self._answers.clear()
+            answer = self._answers[address] = self._allows(address)
+        return answer
+
+    def _allows(self, address: Address) -> bool:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped
         return _is_public(address) or any(address in network for network in self.allow)
