@@ -48,9 +48,7 @@ async def read_json(request: web.Request, max_bytes: int) -> tuple[Any, bytes]:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the body is not UTF-8: {exc.reason} at byte {exc.start}") from exc
     try:
-        data = json.loads(
-            text, parse_constant=_refuse_constant, parse_float=_finite, parse_int=_bounded
-        )
+        data = _DECODER.decode(text)
     except ValueError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
@@ -65,6 +63,12 @@ async def read_json(request: web.Request, max_bytes: int) -> tuple[Any, bytes]:
 # UTF-8 can carry everywhere, and once stored they would make every later
 # answer, webhook and email about the job fail.
 LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _decoder() -> json.JSONDecoder:
+    return json.JSONDecoder(
+        parse_constant=_refuse_constant, parse_float=_finite, parse_int=_bounded
+    )
 
 
 def _refuse_constant(name: str) -> Any:
@@ -129,3 +133,7 @@ def decode_cursor(cursor: str | None, valid: Any) -> str | None:
 
 def page_body(items: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
     return {"items": items, "next_cursor": encode_cursor(next_cursor) if next_cursor else None}
+
+
+# Made once: json.loads with these arguments would make a decoder per request.
+_DECODER = _decoder()
