@@ -1,0 +1,1 @@
+"""dispatcher's benchmark: `python -m benchmarks` (see BENCHMARKS.md)."""
