@@ -77,8 +77,9 @@ class SlotShares:
     def is_full(self, destination: Destination) -> bool:
         return self._destinations[destination] >= self.per_destination
 
-    def any_full(self) -> bool:
-        return any(n >= self.per_destination for n in self._destinations.values())
+    def busy_destinations(self) -> list[tuple[Destination, int]]:
+        """Each destination with attempts in flight, and how many more it may take."""
+        return [(where, self.per_destination - n) for where, n in self._destinations.items()]
 
 
 def _decrement(counter: Counter[str] | Counter[Destination], key: object) -> None:

@@ -61,6 +61,8 @@ class Deliverer(ClaimLoop[DueDelivery]):
         # (tenant, host column) -> destination, as last resolved: claims pass
         # over the names whose destination has its share in flight.
         self._routes: OrderedDict[tuple[str, str], Destination] = OrderedDict()
+        # The other way round: each destination's names among those remembered.
+        self._names: dict[Destination, set[tuple[str, str]]] = {}
         self._store = store
         self._senders = senders
         self._policy = policy
@@ -69,19 +71,32 @@ class Deliverer(ClaimLoop[DueDelivery]):
         self._next_due: float | None = None
 
     async def _claim_due(self, limit: int, skip_tenants: Sequence[str]) -> list[DueDelivery]:
+        full, room = self._route_rooms()
         return await self._store.claim_deliveries(
             self._owner,
             limit,
             now(),
             self._lease,
             skip_tenants=skip_tenants,
-            skip_routes=self._full_routes(),
+            skip_routes=full,
+            route_room=room,
+            per_route=self._shares.per_destination,
         )
 
-    def _full_routes(self) -> list[tuple[str, str]]:
-        if not self._shares.any_full():
-            return []
-        return [route for route, where in self._routes.items() if self._shares.is_full(where)]
+    def _route_rooms(self) -> tuple[list[tuple[str, str]], dict[tuple[str, str], int]]:
+        """Routes whose destination has its share in flight, and the room of the others.
+
+        A claim passes over the first and takes no more of the others than
+        could start: a backlog to one receiver is not claimed only to be handed back.
+        """
+        full, room = [], {}
+        for where, left in self._shares.busy_destinations():
+            for route in self._names.get(where, ()):
+                if left <= 0:
+                    full.append(route)
+                else:
+                    room[route] = left
+        return full, room
 
     def _key(self, item: DueDelivery) -> str:
         return item.delivery.id
@@ -123,10 +138,21 @@ class Deliverer(ClaimLoop[DueDelivery]):
 
     def _remember(self, delivery: Delivery, where: Destination) -> None:
         route = (delivery.tenant, delivery_host(delivery.channel, delivery.target))
+        before = self._routes.get(route)
+        if before is not None and before != where:
+            self._forget(route, before)
         self._routes[route] = where
         self._routes.move_to_end(route)
+        self._names.setdefault(where, set()).add(route)
         while len(self._routes) > MAX_ROUTES:
-            self._routes.popitem(last=False)
+            self._forget(*self._routes.popitem(last=False))
+
+    def _forget(self, route: tuple[str, str], where: Destination) -> None:
+        names = self._names.get(where)
+        if names is not None:
+            names.discard(route)
+            if not names:
+                del self._names[where]
 
     async def _recorded(
         self, due: DueDelivery, result: AttemptResult, started: float, duration_ms: int

@@ -8,7 +8,7 @@ Writes that the API acknowledges are committed before the call returns.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from dispatcher.store.records import (
     ApiKey,
@@ -146,9 +146,16 @@ class Store(ABC):
         *,
         skip_tenants: Sequence[str] = (),
         skip_routes: Sequence[tuple[str, str]] = (),
+        route_room: Mapping[tuple[str, str], int] | None = None,
+        per_route: int | None = None,
     ) -> list[DueDelivery]:
         """Take due deliveries, oldest due first, passing over those of `skip_tenants`
-        and those whose (tenant, host) is in `skip_routes`: their share is in flight."""
+        and those whose (tenant, host) is in `skip_routes`: their share is in flight.
+
+        At most `route_room[(tenant, host)]` of one route are taken, or
+        `per_route` of a route not named there (no bound if None): a claim never
+        takes more of a destination than could start, so none is handed back.
+        """
 
     @abstractmethod
     async def record_attempt(self, record: AttemptRecord) -> None:

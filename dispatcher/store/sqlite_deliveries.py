@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dispatcher.errors import NotFound
@@ -30,29 +30,31 @@ class SQLiteDeliveries(SQLiteConnection):
         *,
         skip_tenants: Sequence[str] = (),
         skip_routes: Sequence[tuple[str, str]] = (),
+        route_room: Mapping[tuple[str, str], int] | None = None,
+        per_route: int | None = None,
     ) -> list[DueDelivery]:
         routes = [f"{tenant}{sql.ROUTE_SEPARATOR}{host}" for tenant, host in skip_routes]
-        params = (
-            owner,
-            now + lease,
-            now,
-            limit,
-            json.dumps(list(skip_tenants)),
-            json.dumps(routes),
-        )
+        # Enough due rows to choose from when the oldest crowd into a few routes.
+        scan = limit * SCAN_FACTOR
+        due = (now, json.dumps(list(skip_tenants)), json.dumps(routes), scan)
+        room = dict(route_room or {})
 
-        def op(batch: Batch) -> list[Any]:
-            return list(batch.fetch(sql.CLAIM_DELIVERIES, params))
+        def op(batch: Batch) -> tuple[list[Any], list[Any]]:
+            chosen = _within_room(batch.fetch(sql.DUE_DELIVERIES, due), room, per_route, limit)
+            if not chosen:
+                return [], []
+            rows = batch.fetch(sql.CLAIM_DELIVERIES, (owner, now + lease, json.dumps(chosen)))
+            # Read here, on the writer's connection, in the same hop.
+            job_ids = list({row["job_id"] for row in rows})
+            marks = ",".join("?" * len(job_ids))
+            jobs = batch.fetch(
+                f"SELECT id, event_body, deadline, notify FROM jobs WHERE id IN ({marks})", job_ids
+            )
+            return rows, jobs
 
-        rows = await self._write(op)
-        if not rows:
-            return []
-        job_ids = list({row["job_id"] for row in rows})
-        marks = ",".join("?" * len(job_ids))
-        jobs = await self._read(
-            f"SELECT id, event_body, deadline, notify FROM jobs WHERE id IN ({marks})", job_ids
-        )
+        rows, jobs = await self._write(op)
         by_id = {job["id"]: job for job in jobs}
+        rows.sort(key=lambda row: row["next_attempt_at"])
         return [
             DueDelivery(
                 Delivery.from_row(row),
@@ -153,6 +155,27 @@ class SQLiteDeliveries(SQLiteConnection):
             return cursor.rowcount
 
         return int(await self._write(op))
+
+
+# Due rows read per row a claim may take.
+SCAN_FACTOR = 4
+
+
+def _within_room(
+    rows: list[Any], room: dict[tuple[str, str], int], per_route: int | None, limit: int
+) -> list[str]:
+    """The ids of the oldest rows, at most each route's room of one route."""
+    chosen: list[str] = []
+    for row in rows:
+        route = (row["tenant"], row["host"])
+        left = room.get(route, per_route if per_route is not None else limit)
+        if left <= 0:
+            continue
+        room[route] = left - 1
+        chosen.append(row["id"])
+        if len(chosen) == limit:
+            break
+    return chosen
 
 
 def _delivery_where(where: DeliveryFilter) -> tuple[str, list[Any]]:

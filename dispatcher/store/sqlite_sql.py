@@ -106,18 +106,22 @@ INSERT INTO deliveries (id, tenant, job_id, channel, target, endpoint_id, event_
 SELECT ?, tenant, job_id, ?, ?, NULL, ?, 'pending', ?, ?, ?, ? FROM deliveries WHERE id = ?
 """
 
+# Due deliveries in the order they are due, for a claim to choose from: it
+# takes at most each route's room (see SQLiteDeliveries.claim_deliveries).
+DUE_DELIVERIES = """
+SELECT id, tenant, coalesce(host, '') AS host FROM deliveries
+WHERE status = 'pending' AND next_attempt_at <= ?1
+  AND (lease_until IS NULL OR lease_until < ?1)
+  AND tenant NOT IN (SELECT value FROM json_each(?2))
+  AND (tenant || char(31) || coalesce(host, '')) NOT IN (SELECT value FROM json_each(?3))
+ORDER BY next_attempt_at LIMIT ?4
+"""
+
 # A lapsed lease (its process or task died mid-attempt) is counted, as for jobs.
 CLAIM_DELIVERIES = """
 UPDATE deliveries SET lease_owner = ?1, lease_until = ?2,
                       lapses = lapses + (lease_until IS NOT NULL)
-WHERE id IN (
-    SELECT id FROM deliveries
-    WHERE status = 'pending' AND next_attempt_at <= ?3
-      AND (lease_until IS NULL OR lease_until < ?3)
-      AND tenant NOT IN (SELECT value FROM json_each(?5))
-      AND (tenant || char(31) || coalesce(host, '')) NOT IN (SELECT value FROM json_each(?6))
-    ORDER BY next_attempt_at LIMIT ?4
-)
+WHERE id IN (SELECT value FROM json_each(?3))
 RETURNING *
 """
 # Joins a tenant and a host in the routes a claim passes over; tenant names cannot hold it.
