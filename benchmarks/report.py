@@ -23,6 +23,8 @@ LINES = (
     ("claims", "pending", "pending deliveries in the big database"),
     ("claims", "claim_ms_10k", "claim of 64 deliveries, 10,000 pending: median ms"),
     ("claims", "claim_ms_big", "claim of 64 deliveries, big backlog: median ms"),
+    ("claims", "passing_ms_big", "claim passing over that backlog (its receiver full): ms"),
+    ("claims", "passing_all_ms_big", "the same, once a poll interval, looking at all: ms"),
     ("backlog", "ready_s", "serve on the big backlog: seconds to /readyz"),
     ("backlog", "peak_rss_mb", "serve on the big backlog: peak RSS, MB"),
     ("backlog", "deliveries_per_s", "serve on the big backlog: deliveries/s"),

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # Names remembered with the destination they resolved to; enough for every
 # receiver in flight, bounded against a tenant with endless names.
 MAX_ROUTES = 4096
+# Due deliveries a claim looks at, but for one claim a poll interval.
+CLAIM_WINDOW = 1024
 
 
 class Deliverer(ClaimLoop[DueDelivery]):
@@ -69,18 +71,27 @@ class Deliverer(ClaimLoop[DueDelivery]):
         self._owner = owner
         self._lease = lease
         self._next_due: float | None = None
+        self._looked_at_all = 0.0
 
     async def _claim_due(self, limit: int, skip_tenants: Sequence[str]) -> list[DueDelivery]:
         full, room = self._route_rooms()
+        at = now()
+        # A claim looks at the oldest due deliveries only, except once a poll
+        # interval: a backlog to a busy receiver is passed over at a bounded
+        # cost, and what is due behind it is still reached.
+        everything = at - self._looked_at_all >= self._poll_interval
+        if everything:
+            self._looked_at_all = at
         return await self._store.claim_deliveries(
             self._owner,
             limit,
-            now(),
+            at,
             self._lease,
             skip_tenants=skip_tenants,
             skip_routes=full,
             route_room=room,
             per_route=self._shares.per_destination,
+            window=None if everything else max(CLAIM_WINDOW, limit * 8),
         )
 
     def _route_rooms(self) -> tuple[list[tuple[str, str]], dict[tuple[str, str], int]]:

@@ -148,6 +148,7 @@ class Store(ABC):
         skip_routes: Sequence[tuple[str, str]] = (),
         route_room: Mapping[tuple[str, str], int] | None = None,
         per_route: int | None = None,
+        window: int | None = None,
     ) -> list[DueDelivery]:
         """Take due deliveries, oldest due first, passing over those of `skip_tenants`
         and those whose (tenant, host) is in `skip_routes`: their share is in flight.
@@ -155,6 +156,8 @@ class Store(ABC):
         At most `route_room[(tenant, host)]` of one route are taken, or
         `per_route` of a route not named there (no bound if None): a claim never
         takes more of a destination than could start, so none is handed back.
+        With a `window`, only the `window` oldest due deliveries are considered
+        (a bounded cost however large the backlog passed over); without, all.
         """
 
     @abstractmethod

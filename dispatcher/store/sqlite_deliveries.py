@@ -32,15 +32,19 @@ class SQLiteDeliveries(SQLiteConnection):
         skip_routes: Sequence[tuple[str, str]] = (),
         route_room: Mapping[tuple[str, str], int] | None = None,
         per_route: int | None = None,
+        window: int | None = None,
     ) -> list[DueDelivery]:
         routes = [f"{tenant}{sql.ROUTE_SEPARATOR}{host}" for tenant, host in skip_routes]
         # Enough due rows to choose from when the oldest crowd into a few routes.
         scan = limit * SCAN_FACTOR
         due = (now, json.dumps(list(skip_tenants)), json.dumps(routes), scan)
+        query = sql.DUE_DELIVERIES if window is None else sql.DUE_DELIVERIES_IN_WINDOW
+        if window is not None:
+            due = (*due, window)
         room = dict(route_room or {})
 
         def op(batch: Batch) -> tuple[list[Any], list[Any]]:
-            chosen = _within_room(batch.fetch(sql.DUE_DELIVERIES, due), room, per_route, limit)
+            chosen = _within_room(batch.fetch(query, due), room, per_route, limit)
             if not chosen:
                 return [], []
             rows = batch.fetch(sql.CLAIM_DELIVERIES, (owner, now + lease, json.dumps(chosen)))

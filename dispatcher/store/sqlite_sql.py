@@ -108,14 +108,22 @@ SELECT ?, tenant, job_id, ?, ?, NULL, ?, 'pending', ?, ?, ?, ? FROM deliveries W
 
 # Due deliveries in the order they are due, for a claim to choose from: it
 # takes at most each route's room (see SQLiteDeliveries.claim_deliveries).
-DUE_DELIVERIES = """
-SELECT id, tenant, coalesce(host, '') AS host FROM deliveries
-WHERE status = 'pending' AND next_attempt_at <= ?1
-  AND (lease_until IS NULL OR lease_until < ?1)
-  AND tenant NOT IN (SELECT value FROM json_each(?2))
-  AND (tenant || char(31) || coalesce(host, '')) NOT IN (SELECT value FROM json_each(?3))
+# Passing over a route reads its due rows; with a window, only the oldest
+# ?5 due rows are looked at, so a huge backlog to one busy receiver costs a
+# claim no more than that.
+_DUE = """
+SELECT id, tenant, host FROM (
+    SELECT id, tenant, coalesce(host, '') AS host, next_attempt_at FROM deliveries
+    WHERE status = 'pending' AND next_attempt_at <= ?1
+      AND (lease_until IS NULL OR lease_until < ?1)
+    ORDER BY next_attempt_at {window}
+)
+WHERE tenant NOT IN (SELECT value FROM json_each(?2))
+  AND (tenant || char(31) || host) NOT IN (SELECT value FROM json_each(?3))
 ORDER BY next_attempt_at LIMIT ?4
 """
+DUE_DELIVERIES = _DUE.format(window="")
+DUE_DELIVERIES_IN_WINDOW = _DUE.format(window="LIMIT ?5")
 
 # A lapsed lease (its process or task died mid-attempt) is counted, as for jobs.
 CLAIM_DELIVERIES = """
