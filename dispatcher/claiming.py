@@ -72,6 +72,7 @@ class ClaimLoop(ABC, Generic[T]):
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._open = False
+        self._stopped = False
 
     @abstractmethod
     async def _claim_due(self, limit: int, skip_tenants: Sequence[str]) -> list[T]:
@@ -114,9 +115,14 @@ class ClaimLoop(ABC, Generic[T]):
         self._free(tenant)
 
     def hand(self, item: T) -> None:
-        """Start work whose slot was reserved and whose lease is committed."""
+        """Start work whose slot was reserved and whose lease is committed.
+
+        Once `stop` has released what it held, work handed over late (its write
+        outlived the grace) is not started: its lease lapses, and the next
+        start takes it up.
+        """
         key = self._key(item)
-        if key in self._active:
+        if key in self._active or self._stopped:
             self._free(self._tenant(item))
             return
         self._start(key, item)
@@ -161,6 +167,7 @@ class ClaimLoop(ABC, Generic[T]):
         if self._active:
             # Bounded: work that ignores its cancellation must not hold the exit.
             await asyncio.wait(list(self._active.values()), timeout=CANCEL_WAIT)
+        self._stopped = True
         if unfinished:
             await self._release(unfinished)
             log.info(

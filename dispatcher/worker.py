@@ -57,12 +57,17 @@ class WorkerPool(ClaimLoop[Job]):
         tenant = job.tenant
         lease = Lease(self._owner, now() + self._lease) if self.reserve(tenant) else None
         write = asyncio.ensure_future(self._store.submit_job(job, max_queue, tenant_share, lease))
-        write.add_done_callback(lambda done: self._after_submit(done, tenant, lease))
+        accepted: list[Job] = []  # made once, by what follows the write
+        write.add_done_callback(lambda done: self._after_submit(done, tenant, lease, accepted))
         record, created = await asyncio.shield(write)
-        return (_as_accepted(record) if created else record), created
+        return (accepted[0] if accepted else record), created
 
     def _after_submit(
-        self, write: asyncio.Future[tuple[Job, bool]], tenant: str, lease: Lease | None
+        self,
+        write: asyncio.Future[tuple[Job, bool]],
+        tenant: str,
+        lease: Lease | None,
+        accepted: list[Job],
     ) -> None:
         if write.cancelled() or write.exception() is not None:
             if lease is not None:
@@ -70,7 +75,8 @@ class WorkerPool(ClaimLoop[Job]):
             return
         record, created = write.result()
         if created:
-            self._hub.publish(_as_accepted(record))
+            accepted.append(_as_accepted(record))
+            self._hub.publish(accepted[0])
         if lease is None:
             if created:
                 self.wake(tenant)
@@ -327,6 +333,8 @@ def _deadline_passed(job: Job, at: float) -> Outcome:
 
 
 def _as_accepted(job: Job) -> Job:
+    if job.status is JobStatus.QUEUED:
+        return job
     return replace(job, status=JobStatus.QUEUED, started_at=None)
 
 
