@@ -73,7 +73,11 @@ class Report:
         self.notes.append(text)
 
     def render(self) -> str:
-        lines = [" ".join(f"{k}={v}" for k, v in self.figures["machine"].items()), ""]
+        lines = [" ".join(f"{k}={v}" for k, v in self.figures["machine"].items())]
+        changed = {k: v for k, v in sorted(os.environ.items()) if k.startswith("DISPATCHER_")}
+        if changed:  # they reach every `serve` the benchmark starts
+            lines.append("settings: " + " ".join(f"{k}={v}" for k, v in changed.items()))
+        lines.append("")
         for section, name, label in LINES:
             value = self.get(section, name)
             if value is not None:
