@@ -73,6 +73,9 @@ class ClaimLoop(ABC, Generic[T]):
         self._loop_task: asyncio.Task[None] | None = None
         self._open = False
         self._stopped = False
+        # Whether due work may be waiting in the store (made elsewhere, or here
+        # while no slot was free): until a claim comes back short, assume so.
+        self._waiting = True
 
     @abstractmethod
     async def _claim_due(self, limit: int, skip_tenants: Sequence[str]) -> list[T]:
@@ -105,9 +108,11 @@ class ClaimLoop(ABC, Generic[T]):
         """Take a slot for work of `tenant` about to be made here, if one is free now.
 
         On True the caller writes the work with this process's lease and then
-        calls `hand` (it was written) or `unreserve` (it was not).
+        calls `hand` (it was written) or `unreserve` (it was not). While older
+        work waits in the store, none is given: new work queues behind it, in
+        its turn, instead of taking the slots that free up first.
         """
-        if not self._open or self._free_slots() <= 0:
+        if not self._open or self._waiting or self._free_slots() <= 0:
             return False
         return self._shares.take(tenant)
 
@@ -133,6 +138,7 @@ class ClaimLoop(ABC, Generic[T]):
             # Its share is in flight: none of its work could be claimed now, and
             # a claim that passes over a large backlog is not free.
             return
+        self._waiting = True
         self._wakeup.set()
 
     @property
@@ -193,6 +199,7 @@ class ClaimLoop(ABC, Generic[T]):
         if limit <= 0:
             return []
         claimed = await self._claim_due(limit, self._shares.full_tenants())
+        self._waiting = len(claimed) >= limit
         start: list[T] = []
         extra: list[str] = []
         for item in claimed:

@@ -1,14 +1,19 @@
-"""Claiming deliveries against a real SQLite store: within each route's room, within a
-window of the oldest due work, and all of it when asked."""
+"""Claiming against a real SQLite store (within each route's room, within a window of the
+oldest due work, all of it when asked), and the claim loop's rule for handing work over."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from dispatcher.api.context import SERVICES
+from dispatcher.claiming import ClaimLoop, Slot
 from dispatcher.delivery.plan import finished
 from dispatcher.ids import new_id, now
 from dispatcher.store.records import JobStatus, NewJob
 from dispatcher.store.sqlite import SQLiteStore
+from tests.conftest import wait_for
 
 A = "http://127.0.0.1:9001/hook"
 B = "http://127.0.0.1:9002/hook"
@@ -77,6 +82,8 @@ async def test_a_job_submitted_to_a_free_worker_starts_in_the_write_that_made_it
     # A poll interval of a minute: a job that needed a claim loop to wake would still start,
     # so the telling mark is started_at: handed over, it started as it was written.
     api = await make_api(workers=2, poll_interval=60)
+    pool = api.client.server.app[SERVICES].pool
+    await wait_for(lambda: not pool._waiting, timeout=5)  # its first claim found nothing
     accepted = await api.submit(type="sleep", payload={"seconds": 2, "result": 1})
     assert accepted["status"] == "queued" and accepted["started_at"] is None
     current = await api.job(accepted["id"])
@@ -92,3 +99,51 @@ async def test_with_every_worker_busy_a_job_waits_queued_then_is_claimed(make_ap
     done = await api.job(second["id"], wait=10)
     assert done["status"] == "succeeded"
     assert done["started_at"] > first["created_at"]
+
+
+class ListLoop(ClaimLoop[str]):
+    """The claim loop's own rules, over work kept in a list (tenant "t")."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity=capacity, per_destination=capacity, poll_interval=60)
+        self.due: list[str] = []
+        self.done: list[str] = []
+        self.gate = asyncio.Event()
+
+    async def _claim_due(self, limit, skip_tenants):
+        taken, self.due = self.due[:limit], self.due[limit:]
+        return taken
+
+    def _key(self, item):
+        return item
+
+    def _tenant(self, item):
+        return "t"
+
+    async def _process(self, item, slot: Slot):
+        await self.gate.wait()
+        self.done.append(item)
+
+    async def _release(self, keys):
+        self.due = keys + self.due
+
+
+async def test_new_work_is_not_handed_over_while_older_work_waits_in_the_store():
+    loop = ListLoop(capacity=2)
+    loop.start()
+    try:
+        await wait_for(lambda: not loop._waiting, timeout=5)  # nothing due at start
+        assert loop.reserve("t")  # a free slot, nothing older: handed over
+        loop.unreserve("t")
+        loop.due = ["old-1", "old-2", "old-3"]
+        loop.wake("t")
+        # Older work waits: new work queues behind it, even where a slot is free.
+        assert not loop.reserve("t")
+        await wait_for(lambda: loop.busy == 2, timeout=5)
+        loop.gate.set()
+        await wait_for(lambda: loop.done == ["old-1", "old-2", "old-3"], timeout=5)
+        await wait_for(lambda: not loop._waiting, timeout=5)
+        assert loop.reserve("t")  # the store ran dry: handing over resumes
+        loop.unreserve("t")
+    finally:
+        await loop.stop(grace=1)
