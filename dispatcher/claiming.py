@@ -61,6 +61,9 @@ class Slot:
 
 class ClaimLoop(ABC, Generic[T]):
     name = "claim"
+    # Whether work handed over must wait its turn behind due work in the store
+    # (first in, first out), or may take a free slot at once.
+    in_turn = True
 
     def __init__(self, *, capacity: int, per_destination: int, poll_interval: float) -> None:
         self._capacity = capacity
@@ -112,7 +115,7 @@ class ClaimLoop(ABC, Generic[T]):
         work waits in the store, none is given: new work queues behind it, in
         its turn, instead of taking the slots that free up first.
         """
-        if not self._open or self._waiting or self._free_slots() <= 0:
+        if not self._open or (self.in_turn and self._waiting) or self._free_slots() <= 0:
             return False
         return self._shares.take(tenant)
 

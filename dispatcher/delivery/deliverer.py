@@ -42,6 +42,10 @@ CLAIM_WINDOW = 1024
 
 class Deliverer(ClaimLoop[DueDelivery]):
     name = "delivery"
+    # A delivery just made goes to a free slot even while others wait in the
+    # store: those are retries on their own schedule, or passed over for a busy
+    # receiver, and claims still reach them at every slot that frees.
+    in_turn = False
 
     def __init__(
         self,
