@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+
+import pytest
+
 from dispatcher.handlers import load_registry
 from dispatcher.settings import Settings
 from dispatcher.startup import summary
+from tests.conftest import ADMIN_KEY
+from tests.support.process import DISPATCHER, free_port
 
 
 def test_the_summary_names_the_database_job_types_and_changed_settings(tmp_path, monkeypatch):
@@ -34,3 +41,27 @@ def test_a_database_url_shows_no_password():
     [database] = [line for line in summary(settings, load_registry(())) if "database" in line]
     assert "s3cret-pw" not in database
     assert "127.0.0.1:5432/test" in database
+
+
+@pytest.mark.parametrize("where", ["a-file/dispatcher.db", "a-file"])
+async def test_a_database_that_cannot_be_opened_is_one_line_naming_it(tmp_path, where):
+    (tmp_path / "a-file").write_text("not a database\n")
+    path = tmp_path / where
+    env = {
+        **os.environ,
+        "DISPATCHER_PORT": str(free_port()),
+        "DISPATCHER_DATABASE_URL": f"sqlite:///{path}",
+        "DISPATCHER_ADMIN_KEY": ADMIN_KEY,
+    }
+    process = await asyncio.create_subprocess_exec(
+        DISPATCHER, "serve", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), 15)
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert process.returncode == 1
+    [line] = stderr.decode().strip().splitlines()
+    assert line.startswith(f"dispatcher: the database {path} cannot be opened: "), line
+    assert "unexpected" not in line

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from dispatcher.errors import StartupError
 from dispatcher.store.migrations import MIGRATIONS
 from dispatcher.store.records import (
     Channel,
@@ -52,14 +53,22 @@ class SQLiteConnection:
         self._writer: GroupWriter | None = None
 
     async def open(self) -> None:
-        # Once, at start, before any request: blocking here is harmless.
-        Path(self._path).absolute().parent.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+        """Open the file (made, with its folder, if need be) and bring its schema up to date.
+
+        A file that cannot be opened or written is a StartupError naming it.
+        """
         writer = GroupWriter(self._path)
         try:
+            # Once, at start, before any request: blocking here is harmless.
+            Path(self._path).absolute().parent.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
             before = await writer.run(_migrate)
             if 0 < before < HOSTS_VERSION:
                 await writer.run(_fill_hosts)
             self._reader = await aiosqlite.connect(self._path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            await writer.stop()
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StartupError(f"the database {self._path} cannot be opened: {reason}") from exc
         except BaseException:
             await writer.stop()
             raise
