@@ -234,9 +234,16 @@ def _senders(
         Channel.WEBHOOK: WebhookSender(session, timeout, tenant_secrets)
     }
     if settings.smtp_url is not None:
-        senders[Channel.EMAIL] = EmailSender(
-            settings.smtp_url.get_secret_value(), settings.email_from, settings.public_url, timeout
-        )
+        try:
+            senders[Channel.EMAIL] = EmailSender(
+                settings.smtp_url.get_secret_value(),
+                settings.email_from,
+                settings.public_url,
+                timeout,
+            )
+        except ValueError as exc:
+            # Its message names the setting, never the URL (which may hold a password).
+            raise StartupError(str(exc)) from None
     sms = (settings.sms_url, settings.sms_account_sid, settings.sms_auth_token, settings.sms_from)
     if all(sms):
         senders[Channel.SMS] = SmsSender(

@@ -47,11 +47,26 @@ def test_a_database_url_shows_no_password():
 async def test_a_database_that_cannot_be_opened_is_one_line_naming_it(tmp_path, where):
     (tmp_path / "a-file").write_text("not a database\n")
     path = tmp_path / where
+    line = await _serve_fails(DISPATCHER_DATABASE_URL=f"sqlite:///{path}")
+    assert line.startswith(f"dispatcher: the database {path} cannot be opened: "), line
+    assert "unexpected" not in line
+
+
+async def test_an_smtp_url_of_another_scheme_is_one_line_without_the_url(tmp_path):
+    line = await _serve_fails(
+        DISPATCHER_DATABASE_URL=f"sqlite:///{tmp_path}/d.db",
+        DISPATCHER_SMTP_URL="http://mailer:hunter2hunter2@127.0.0.1:1",
+    )
+    assert line == "dispatcher: DISPATCHER_SMTP_URL must start with smtp:// or smtps://"
+
+
+async def _serve_fails(**settings: str) -> str:
+    """`dispatcher serve` with these settings: it must exit 1 with one line on stderr."""
     env = {
         **os.environ,
         "DISPATCHER_PORT": str(free_port()),
-        "DISPATCHER_DATABASE_URL": f"sqlite:///{path}",
         "DISPATCHER_ADMIN_KEY": ADMIN_KEY,
+        **settings,
     }
     process = await asyncio.create_subprocess_exec(
         DISPATCHER, "serve", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -63,5 +78,4 @@ async def test_a_database_that_cannot_be_opened_is_one_line_naming_it(tmp_path, 
             process.kill()
     assert process.returncode == 1
     [line] = stderr.decode().strip().splitlines()
-    assert line.startswith(f"dispatcher: the database {path} cannot be opened: "), line
-    assert "unexpected" not in line
+    return line
