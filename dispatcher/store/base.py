@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 
+from dispatcher.store.endpoint_records import Endpoint, EndpointChanges, NewEndpoint
 from dispatcher.store.records import (
     ApiKey,
     AttemptRecord,
@@ -66,8 +67,9 @@ class Store(ABC):
 
     @abstractmethod
     async def rotate_tenant_secret(
-        self, tenant: str, new_secret: str, grace_until: float
-    ) -> SigningSecrets: ...
+        self, tenant: str, new_secret: str, grace_until: float, now: float
+    ) -> SigningSecrets:
+        """Put `new_secret` in front; the one it replaces signs on until `grace_until`."""
 
     # Jobs
 
@@ -149,6 +151,8 @@ class Store(ABC):
         route_room: Mapping[tuple[str, str], int] | None = None,
         per_route: int | None = None,
         window: int | None = None,
+        skip_endpoints: Sequence[str] = (),
+        endpoint_room: Mapping[str, int] | None = None,
     ) -> list[DueDelivery]:
         """Take due deliveries, oldest due first, passing over those of `skip_tenants`
         and those whose (tenant, host) is in `skip_routes`: their share is in flight.
@@ -158,11 +162,15 @@ class Store(ABC):
         takes more of a destination than could start, so none is handed back.
         With a `window`, only the `window` oldest due deliveries are considered
         (a bounded cost however large the backlog passed over); without, all.
+        Deliveries to `skip_endpoints` are passed over, and at most
+        `endpoint_room[id]` of an endpoint named there are taken (its rate
+        limit, its in-flight limit, its open circuit).
         """
 
     @abstractmethod
     async def record_attempt(self, record: AttemptRecord) -> None:
-        """Write an attempt and the delivery state it leaves, releasing the lease."""
+        """Write an attempt and the delivery state it leaves, releasing the lease,
+        with what it taught of the delivery's endpoint (a disabling ends what waits)."""
 
     @abstractmethod
     async def release_deliveries(self, owner: str, delivery_ids: list[str]) -> None: ...
@@ -183,6 +191,36 @@ class Store(ABC):
     async def replay_deliveries(
         self, where: DeliveryFilter, by: str, now: float, dry_run: bool
     ) -> int: ...
+
+    # Endpoints
+
+    @abstractmethod
+    async def create_endpoint(self, new: NewEndpoint) -> Endpoint: ...
+
+    @abstractmethod
+    async def get_endpoint(
+        self, endpoint_id: str, tenant: str | None, *, deleted: bool = False
+    ) -> Endpoint | None:
+        """The endpoint (of `tenant`, unless None); a deleted one only if `deleted`."""
+
+    @abstractmethod
+    async def list_endpoints(self, tenant: str | None, limit: int, before: str | None) -> Page: ...
+
+    @abstractmethod
+    async def update_endpoint(
+        self, endpoint_id: str, tenant: str | None, changes: EndpointChanges, now: float
+    ) -> Endpoint | None:
+        """Apply a change; a new URL moves the deliveries that may still be sent with it,
+        a disabling ends those waiting. None if there is no such endpoint."""
+
+    @abstractmethod
+    async def delete_endpoint(self, endpoint_id: str, tenant: str | None, now: float) -> bool:
+        """Delete it and fail its pending deliveries, saying so."""
+
+    @abstractmethod
+    async def rotate_endpoint_secret(
+        self, endpoint_id: str, tenant: str | None, new_secret: str, grace_until: float, now: float
+    ) -> Endpoint | None: ...
 
     @abstractmethod
     async def purge(self, finished_before: float) -> int:

@@ -106,4 +106,38 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE deliveries ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX jobs_tenant_queued ON jobs (tenant) WHERE status = 'queued';
     """,
+    # 5: registered endpoints, with the health their attempts leave (disabled,
+    # failing since, circuit) kept on the row; secrets rotated out keep signing
+    # for their grace, several at once.
+    """
+    CREATE TABLE endpoints (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        url TEXT NOT NULL,
+        host TEXT NOT NULL,
+        description TEXT,
+        headers TEXT NOT NULL,
+        event_types TEXT,
+        signature TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        previous_secrets TEXT,
+        rate_limit INTEGER,
+        max_in_flight INTEGER,
+        disabled_reason TEXT,
+        disabled_at REAL,
+        failing_since REAL,
+        circuit_since REAL,
+        circuit_probe_at REAL,
+        circuit_probes INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        deleted_at REAL
+    );
+    CREATE INDEX endpoints_tenant ON endpoints (tenant, id) WHERE deleted_at IS NULL;
+    CREATE INDEX deliveries_endpoint_pending ON deliveries (endpoint_id)
+        WHERE status = 'pending' AND endpoint_id IS NOT NULL;
+    ALTER TABLE tenants ADD COLUMN previous_secrets TEXT;
+    UPDATE tenants SET previous_secrets = json_array(json_array(previous_secret, previous_until))
+        WHERE previous_secret IS NOT NULL AND previous_until IS NOT NULL;
+    """,
 )

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
 from dispatcher.ids import rfc3339
+
+if TYPE_CHECKING:
+    from dispatcher.store.endpoint_records import EndpointHealth
 
 
 class JobStatus(StrEnum):
@@ -291,19 +294,37 @@ class ApiKey:
         }
 
 
+# Secrets that sign at once: the current one and those rotated out within their grace.
+MAX_LIVE_SECRETS = 10
+
+
 @dataclass(frozen=True, slots=True)
 class SigningSecrets:
-    """A tenant's (or endpoint's) secret, and the one it replaced while its grace lasts."""
+    """A tenant's (or endpoint's) secret, and those it replaced while their grace lasts."""
 
     current: str
-    previous: str | None = None
-    previous_until: float | None = None
+    # (secret, signs until), newest first.
+    previous: tuple[tuple[str, float], ...] = ()
 
     def active(self, at: float) -> list[str]:
-        secrets = [self.current]
-        if self.previous and self.previous_until and at < self.previous_until:
-            secrets.append(self.previous)
-        return secrets
+        """Every secret that signs now, newest first; at most MAX_LIVE_SECRETS."""
+        live = [secret for secret, until in self.previous if at < until]
+        return [self.current, *live][:MAX_LIVE_SECRETS]
+
+    def rotated(self, new: str, grace_until: float, at: float) -> SigningSecrets:
+        """`new` in front; the current secret signs on until `grace_until`, with the
+        others still in their grace, as many as may sign at once."""
+        kept = [(s, until) for s, until in self.previous if at < until]
+        previous = [(self.current, grace_until), *kept][: MAX_LIVE_SECRETS - 1]
+        return SigningSecrets(new, tuple(previous))
+
+    def dump_previous(self) -> str | None:
+        return json.dumps([list(pair) for pair in self.previous]) if self.previous else None
+
+    @classmethod
+    def load(cls, current: str, previous: str | None) -> SigningSecrets:
+        pairs = json.loads(previous) if previous else []
+        return cls(current, tuple((str(s), float(until)) for s, until in pairs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +388,9 @@ class AttemptRecord:
     next_attempt_at: float | None
     # Deliveries this outcome sets off (telling the owner a callback failed for good).
     follow_ups: tuple[NewDelivery, ...] = ()
+    # What it taught of the delivery's endpoint, when that changed.
+    endpoint_id: str | None = None
+    health: EndpointHealth | None = None
 
 
 @dataclass(frozen=True, slots=True)

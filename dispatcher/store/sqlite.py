@@ -1,6 +1,6 @@
 """The Store on an embedded SQLite file.
 
-Tenants and keys are here; jobs and deliveries have modules of their own.
+Tenants and keys are here; jobs, deliveries and endpoints have modules of their own.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from dispatcher.store.records import (
 )
 from dispatcher.store.sqlite_base import page_of
 from dispatcher.store.sqlite_deliveries import SQLiteDeliveries
+from dispatcher.store.sqlite_endpoints import SQLiteEndpoints
 from dispatcher.store.sqlite_jobs import SQLiteJobs
 from dispatcher.store.writer import Batch
 
 
-class SQLiteStore(SQLiteJobs, SQLiteDeliveries, Store):
+class SQLiteStore(SQLiteJobs, SQLiteDeliveries, SQLiteEndpoints, Store):
     # Tenants and keys
 
     async def create_key(self, key: ApiKey, tenant_secret: str) -> SigningSecrets:
@@ -76,17 +77,23 @@ class SQLiteStore(SQLiteJobs, SQLiteDeliveries, Store):
         rows = await self._read(sql.TENANT_SECRETS, (tenant,))
         if not rows:
             return None
-        row = rows[0]
-        return SigningSecrets(row["secret"], row["previous_secret"], row["previous_until"])
+        return SigningSecrets.load(rows[0]["secret"], rows[0]["previous_secrets"])
 
     async def rotate_tenant_secret(
-        self, tenant: str, new_secret: str, grace_until: float
+        self, tenant: str, new_secret: str, grace_until: float, now: float
     ) -> SigningSecrets:
-        def op(batch: Batch) -> None:
-            batch.db.execute(sql.ROTATE_TENANT_SECRET, (new_secret, grace_until, tenant))
+        def op(batch: Batch) -> SigningSecrets | None:
+            rows = batch.fetch(sql.TENANT_SECRETS, (tenant,))
+            if not rows:
+                return None
+            before = SigningSecrets.load(rows[0]["secret"], rows[0]["previous_secrets"])
+            after = before.rotated(new_secret, grace_until, now)
+            batch.db.execute(
+                sql.ROTATE_TENANT_SECRET, (after.current, after.dump_previous(), tenant)
+            )
+            return after
 
-        await self._write(op)
-        secrets = await self.tenant_secrets(tenant)
+        secrets = await self._write(op)
         if secrets is None:
             raise NotFound("no such tenant")
         return secrets

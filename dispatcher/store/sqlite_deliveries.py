@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.errors import NotFound
@@ -17,6 +18,7 @@ from dispatcher.store.records import (
     Page,
 )
 from dispatcher.store.sqlite_base import SQLiteConnection, page_of, tenant_and_equal
+from dispatcher.store.sqlite_endpoints import record_health
 from dispatcher.store.writer import Batch
 
 
@@ -33,18 +35,25 @@ class SQLiteDeliveries(SQLiteConnection):
         route_room: Mapping[tuple[str, str], int] | None = None,
         per_route: int | None = None,
         window: int | None = None,
+        skip_endpoints: Sequence[str] = (),
+        endpoint_room: Mapping[str, int] | None = None,
     ) -> list[DueDelivery]:
         routes = [f"{tenant}{sql.ROUTE_SEPARATOR}{host}" for tenant, host in skip_routes]
         # Enough due rows to choose from when the oldest crowd into a few routes.
-        scan = limit * SCAN_FACTOR
-        due = (now, json.dumps(list(skip_tenants)), json.dumps(routes), scan)
-        query = sql.DUE_DELIVERIES if window is None else sql.DUE_DELIVERIES_IN_WINDOW
+        due: dict[str, Any] = {
+            "now": now,
+            "skip_tenants": json.dumps(list(skip_tenants)),
+            "skip_routes": json.dumps(routes),
+            "skip_endpoints": json.dumps(list(skip_endpoints)),
+            "scan": limit * SCAN_FACTOR,
+        }
+        query = sql.DUE_DELIVERIES
         if window is not None:
-            due = (*due, window)
-        room = dict(route_room or {})
+            query, due["window"] = sql.DUE_DELIVERIES_IN_WINDOW, window
+        room = Rooms(dict(route_room or {}), per_route, dict(endpoint_room or {}))
 
         def op(batch: Batch) -> tuple[list[Any], list[Any]]:
-            chosen = _within_room(batch.fetch(query, due), room, per_route, limit)
+            chosen = room.choose(batch.fetch(query, due), limit)
             if not chosen:
                 return [], []
             rows = batch.fetch(sql.CLAIM_DELIVERIES, (owner, now + lease, json.dumps(chosen)))
@@ -100,6 +109,8 @@ class SQLiteDeliveries(SQLiteConnection):
                     record.delivery_id,
                 ),
             )
+            if record.endpoint_id is not None and record.health is not None:
+                record_health(batch, record.endpoint_id, record.health, attempt.started_at)
             for d in record.follow_ups:
                 at = attempt.started_at
                 params = (d.id, str(d.channel), d.target, d.event_type, at, at, d.body, d.host)
@@ -150,6 +161,7 @@ class SQLiteDeliveries(SQLiteConnection):
         self, where: DeliveryFilter, by: str, now: float, dry_run: bool
     ) -> int:
         clause, params = _delivery_where(where)
+        clause += f" AND {sql.SENDABLE}"
         if dry_run:
             rows = await self._read(f"SELECT count(*) FROM deliveries WHERE {clause}", params)
             return int(rows[0][0])
@@ -165,21 +177,30 @@ class SQLiteDeliveries(SQLiteConnection):
 SCAN_FACTOR = 4
 
 
-def _within_room(
-    rows: list[Any], room: dict[tuple[str, str], int], per_route: int | None, limit: int
-) -> list[str]:
-    """The ids of the oldest rows, at most each route's room of one route."""
-    chosen: list[str] = []
-    for row in rows:
-        route = (row["tenant"], row["host"])
-        left = room.get(route, per_route if per_route is not None else limit)
-        if left <= 0:
-            continue
-        room[route] = left - 1
-        chosen.append(row["id"])
-        if len(chosen) == limit:
-            break
-    return chosen
+@dataclass(slots=True)
+class Rooms:
+    """How many more deliveries a claim may take of each route, and of each endpoint."""
+
+    routes: dict[tuple[str, str], int]
+    per_route: int | None
+    endpoints: dict[str, int]
+
+    def choose(self, rows: list[Any], limit: int) -> list[str]:
+        """The ids of the oldest rows, at most each route's and each endpoint's room."""
+        chosen: list[str] = []
+        for row in rows:
+            route = (row["tenant"], row["host"])
+            left = self.routes.get(route, self.per_route if self.per_route is not None else limit)
+            endpoint = row["endpoint_id"]
+            if left <= 0 or (endpoint is not None and self.endpoints.get(endpoint, 1) <= 0):
+                continue
+            self.routes[route] = left - 1
+            if endpoint in self.endpoints:
+                self.endpoints[endpoint] -= 1
+            chosen.append(row["id"])
+            if len(chosen) == limit:
+                break
+        return chosen
 
 
 def _delivery_where(where: DeliveryFilter) -> tuple[str, list[Any]]:

@@ -8,11 +8,9 @@ INSERT INTO api_keys (prefix, key_hash, tenant, admin, created_at) VALUES (?, ?,
 
 LIST_KEYS = "SELECT rowid, * FROM api_keys {where} ORDER BY rowid DESC LIMIT ?"
 
-TENANT_SECRETS = "SELECT secret, previous_secret, previous_until FROM tenants WHERE name = ?"
+TENANT_SECRETS = "SELECT secret, previous_secrets FROM tenants WHERE name = ?"
 
-ROTATE_TENANT_SECRET = """
-UPDATE tenants SET previous_secret = secret, previous_until = ?2, secret = ?1 WHERE name = ?3
-"""
+ROTATE_TENANT_SECRET = "UPDATE tenants SET secret = ?, previous_secrets = ? WHERE name = ?"
 
 FIND_IDEMPOTENT = "SELECT id, request_hash FROM jobs WHERE tenant = ? AND idempotency_key = ?"
 
@@ -112,18 +110,19 @@ SELECT ?, tenant, job_id, ?, ?, NULL, ?, 'pending', ?, ?, ?, ? FROM deliveries W
 # ?5 due rows are looked at, so a huge backlog to one busy receiver costs a
 # claim no more than that.
 _DUE = """
-SELECT id, tenant, host FROM (
-    SELECT id, tenant, coalesce(host, '') AS host, next_attempt_at FROM deliveries
-    WHERE status = 'pending' AND next_attempt_at <= ?1
-      AND (lease_until IS NULL OR lease_until < ?1)
+SELECT id, tenant, host, endpoint_id FROM (
+    SELECT id, tenant, coalesce(host, '') AS host, endpoint_id, next_attempt_at FROM deliveries
+    WHERE status = 'pending' AND next_attempt_at <= :now
+      AND (lease_until IS NULL OR lease_until < :now)
     ORDER BY next_attempt_at {window}
 )
-WHERE tenant NOT IN (SELECT value FROM json_each(?2))
-  AND (tenant || char(31) || host) NOT IN (SELECT value FROM json_each(?3))
-ORDER BY next_attempt_at LIMIT ?4
+WHERE tenant NOT IN (SELECT value FROM json_each(:skip_tenants))
+  AND (tenant || char(31) || host) NOT IN (SELECT value FROM json_each(:skip_routes))
+  AND coalesce(endpoint_id, '') NOT IN (SELECT value FROM json_each(:skip_endpoints))
+ORDER BY next_attempt_at LIMIT :scan
 """
 DUE_DELIVERIES = _DUE.format(window="")
-DUE_DELIVERIES_IN_WINDOW = _DUE.format(window="LIMIT ?5")
+DUE_DELIVERIES_IN_WINDOW = _DUE.format(window="LIMIT :window")
 
 # A lapsed lease (its process or task died mid-attempt) is counted, as for jobs.
 CLAIM_DELIVERIES = """
@@ -166,8 +165,16 @@ _REPLAY_SET = """
 UPDATE deliveries SET status = 'pending', next_attempt_at = ?1,
                       schedule_start = CASE status WHEN 'pending' THEN schedule_start
                                                    ELSE attempt_count END,
-                      trigger = 'manual', triggered_by = ?2
+                      trigger = 'manual', triggered_by = ?2,
+                      target = coalesce((SELECT url FROM endpoints e
+                                         WHERE e.id = deliveries.endpoint_id), target),
+                      host = coalesce((SELECT host FROM endpoints e
+                                       WHERE e.id = deliveries.endpoint_id), host)
 """
+
+# Deliveries to an endpoint that is disabled or deleted are not replayed in bulk.
+SENDABLE = """(endpoint_id IS NULL OR endpoint_id IN (
+    SELECT id FROM endpoints WHERE disabled_at IS NULL AND deleted_at IS NULL))"""
 
 REPLAY_ONE = _REPLAY_SET + "WHERE id = ?3 AND (?4 IS NULL OR tenant = ?4) RETURNING *"
 
@@ -182,4 +189,61 @@ DELETE FROM jobs WHERE id IN (
       )
     LIMIT 1000
 )
+"""
+
+# Endpoints. A deleted endpoint keeps its row (marked), so that what is still
+# on its way to it can say why it stops; it is gone for the API.
+
+INSERT_ENDPOINT = """
+INSERT INTO endpoints (id, tenant, url, host, description, headers, event_types, signature,
+                       secret, rate_limit, max_in_flight, created_at, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
+RETURNING *
+"""
+
+GET_ENDPOINT = """
+SELECT * FROM endpoints WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)
+  AND (?3 OR deleted_at IS NULL)
+"""
+
+LIST_ENDPOINTS = """
+SELECT * FROM endpoints WHERE deleted_at IS NULL AND (?1 IS NULL OR tenant = ?1)
+  AND (?2 IS NULL OR id < ?2)
+ORDER BY id DESC LIMIT ?3
+"""
+
+ENABLE_ENDPOINT = """
+UPDATE endpoints SET disabled_reason = NULL, disabled_at = NULL, failing_since = NULL,
+                     circuit_since = NULL, circuit_probe_at = NULL, circuit_probes = 0
+WHERE id = ?
+"""
+
+DISABLE_ENDPOINT = """
+UPDATE endpoints SET disabled_reason = ?1, disabled_at = ?2 WHERE id = ?3 AND disabled_at IS NULL
+"""
+
+DELETE_ENDPOINT = "UPDATE endpoints SET deleted_at = ?1, updated_at = ?1 WHERE id = ?2"
+
+ROTATE_ENDPOINT_SECRET = """
+UPDATE endpoints SET secret = ?, previous_secrets = ?, updated_at = ? WHERE id = ?
+"""
+
+# What an attempt taught of its endpoint. A disabling stays until the API lifts it.
+UPDATE_ENDPOINT_HEALTH = """
+UPDATE endpoints SET failing_since = ?1, circuit_since = ?2, circuit_probe_at = ?3,
+                     circuit_probes = ?4, disabled_reason = coalesce(disabled_reason, ?5),
+                     disabled_at = coalesce(disabled_at, ?6)
+WHERE id = ?7 AND deleted_at IS NULL
+"""
+
+# Deliveries that may still be sent go where the endpoint now points.
+MOVE_ENDPOINT_DELIVERIES = """
+UPDATE deliveries SET target = ?1, host = ?2 WHERE endpoint_id = ?3 AND status != 'succeeded'
+"""
+
+# An endpoint disabled or deleted: what waits for it ends, saying why. Work in
+# flight is left to its attempt, which records its own end.
+FAIL_ENDPOINT_DELIVERIES = """
+UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, last_error = ?1
+WHERE endpoint_id = ?2 AND status = 'pending' AND (lease_until IS NULL OR lease_until < ?3)
 """
