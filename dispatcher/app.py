@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from dispatcher import __version__
-from dispatcher.api import deliveries, jobs, keys, service, stream
+from dispatcher.api import deliveries, endpoints, jobs, keys, service, stream
 from dispatcher.api.authn import auth_middleware
 from dispatcher.api.context import SERVICES, Services
 from dispatcher.api.limits import InProgress
@@ -24,11 +24,12 @@ from dispatcher.delivery.channel import Sender
 from dispatcher.delivery.deliverer import Deliverer
 from dispatcher.delivery.destinations import CachingResolver, Destinations
 from dispatcher.delivery.email import EmailSender
+from dispatcher.delivery.endpoints import EndpointBook
 from dispatcher.delivery.netguard import NetworkPolicy
 from dispatcher.delivery.policy import RetryPolicy
-from dispatcher.delivery.secrets import TenantSecrets
+from dispatcher.delivery.secrets import Signers, TenantSecrets
 from dispatcher.delivery.sms import SmsSender
-from dispatcher.delivery.webhook import SecretsFor, WebhookSender
+from dispatcher.delivery.webhook import SigningFor, WebhookSender
 from dispatcher.errors import StartupError
 from dispatcher.events import EventHub
 from dispatcher.handlers import Registry, load_registry
@@ -61,7 +62,7 @@ def create_app(settings: Settings, *, announce: Announce | None = None) -> web.A
         middlewares=[problem_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
-    for module in (service, keys, jobs, deliveries, stream):
+    for module in (service, keys, jobs, endpoints, deliveries, stream):
         app.add_routes(module.routes)
     # Made here, not at startup, so a bad database URL or a handler module
     # that does not import fails before anything is opened.
@@ -160,10 +161,17 @@ async def _start_parts(
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     hub = EventHub()
     signing = TenantSecrets(store)
+    book = EndpointBook(store)
     try:
         destinations = Destinations(resolver, settings.delivery_timeout)
         deliverer = _deliverer(
-            settings, store, signing, owner, destinations, session, gateway_session
+            settings,
+            store,
+            Signers(signing, book),
+            book,
+            owner,
+            destinations,
+            (session, gateway_session),
         )
     except BaseException:
         await session.close()
@@ -174,6 +182,7 @@ async def _start_parts(
         registry,
         hub,
         deliverer,
+        book,
         owner=owner,
         workers=settings.workers,
         lease=settings.lease_seconds,
@@ -192,7 +201,7 @@ async def _start_parts(
     auth = Authenticator(store, bootstrap)
     in_progress = InProgress(settings.max_requests_per_tenant)
     app[SERVICES] = Services(
-        settings, store, registry, hub, network, auth, pool, deliverer, in_progress, signing
+        settings, store, registry, hub, network, auth, pool, deliverer, in_progress, signing, book
     )
     running = _Running(store, pool, deliverer, housekeeping, (session, gateway_session))
     running.start()
@@ -203,15 +212,15 @@ async def _start_parts(
 def _deliverer(
     settings: Settings,
     store: Store,
-    secrets: TenantSecrets,
+    signers: Signers,
+    book: EndpointBook,
     owner: str,
     destinations: Destinations,
-    session: aiohttp.ClientSession,
-    gateway_session: aiohttp.ClientSession,
+    sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession],
 ) -> Deliverer:
     return Deliverer(
         store,
-        _senders(settings, session, gateway_session, secrets.for_delivery),
+        _senders(settings, *sessions, signers.for_delivery),
         RetryPolicy(settings.retry_schedule),
         destinations,
         owner=owner,
@@ -219,6 +228,8 @@ def _deliverer(
         per_host=settings.delivery_per_host,
         lease=settings.lease_seconds,
         poll_interval=settings.poll_interval,
+        endpoints=book,
+        disable_after=settings.disable_after,
     )
 
 
@@ -226,13 +237,11 @@ def _senders(
     settings: Settings,
     session: aiohttp.ClientSession,
     gateway_session: aiohttp.ClientSession,
-    tenant_secrets: SecretsFor,
+    signing_for: SigningFor,
 ) -> dict[Channel, Sender]:
     """A sender per configured channel; an unconfigured channel's deliveries fail, recorded."""
     timeout = settings.delivery_timeout
-    senders: dict[Channel, Sender] = {
-        Channel.WEBHOOK: WebhookSender(session, timeout, tenant_secrets)
-    }
+    senders: dict[Channel, Sender] = {Channel.WEBHOOK: WebhookSender(session, timeout, signing_for)}
     if settings.smtp_url is not None:
         try:
             senders[Channel.EMAIL] = EmailSender(

@@ -94,6 +94,75 @@ class JobRequest(Strict):
     deadline: Moment | None = None
 
 
+EventType = Literal["job.succeeded", "job.failed", "job.cancelled"]
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
+# Headers an endpoint may not set: ours (the signature and what it covers), and
+# those that frame the request, which a custom value would corrupt or smuggle.
+RESERVED_HEADERS = frozenset(
+    {
+        "content-type", "user-agent", "content-length", "content-encoding", "host",
+        "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
+        "expect", "proxy-authorization", "proxy-connection",
+    }
+)  # fmt: skip
+MAX_HEADERS = 20
+MAX_HEADER_VALUE = 1000
+
+
+def _headers(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_HEADERS:
+        raise ValueError(f"at most {MAX_HEADERS} headers")
+    seen: set[str] = set()
+    for name, text in value.items():
+        lowered = name.lower()
+        if not HEADER_NAME.fullmatch(name):
+            raise ValueError(f"{name[:100]!r} is not a valid header name")
+        if lowered in RESERVED_HEADERS or lowered.startswith("webhook-"):
+            raise ValueError(f"{name} is set by the dispatcher and cannot be replaced")
+        if lowered in seen:
+            raise ValueError(f"{name} is given twice")
+        seen.add(lowered)
+        if len(text) > MAX_HEADER_VALUE or not all(" " <= c <= "~" or c == "\t" for c in text):
+            raise ValueError(
+                f"the value of {name} must be at most {MAX_HEADER_VALUE} printable ASCII characters"
+            )
+    return value
+
+
+def _event_types(value: list[str] | None) -> list[str] | None:
+    if value is not None and len(set(value)) != len(value):
+        raise ValueError("each event type at most once")
+    return value
+
+
+Headers = Annotated[dict[str, str], AfterValidator(_headers)]
+EventTypes = Annotated[list[EventType] | None, Field(min_length=1), AfterValidator(_event_types)]
+RateLimit = Annotated[int, Field(ge=1, le=10_000)]
+InFlight = Annotated[int, Field(ge=1, le=1_000)]
+
+
+class EndpointRequest(Strict):
+    url: HttpUrl
+    description: str | None = Field(None, max_length=1000)
+    headers: Headers = Field(default_factory=dict)
+    event_types: EventTypes = None
+    signature: Literal["hmac", "ed25519"] = "hmac"
+    rate_limit: RateLimit | None = None
+    max_in_flight: InFlight | None = None
+
+
+class EndpointPatch(Strict):
+    """Only the fields given change; null clears an optional one."""
+
+    url: HttpUrl | None = None
+    description: str | None = Field(None, max_length=1000)
+    headers: Headers | None = None
+    event_types: EventTypes = None
+    rate_limit: RateLimit | None = None
+    max_in_flight: InFlight | None = None
+    disabled: StrictBool | None = None
+
+
 class KeyRequest(Strict):
     tenant: str = Field(pattern=TENANT)
     admin: StrictBool = False

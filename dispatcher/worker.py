@@ -9,12 +9,14 @@ from dataclasses import replace
 from typing import Any
 
 from dispatcher.claiming import MAX_LAPSES, ClaimLoop, Slot
-from dispatcher.delivery.plan import finished, handed_over, unrecordable
+from dispatcher.delivery.deliverer import Deliverer
+from dispatcher.delivery.endpoints import EndpointBook
+from dispatcher.delivery.plan import finished, handed_over, to_endpoint, unrecordable
 from dispatcher.events import EventHub
 from dispatcher.handlers import Handler, Registry, Retry
 from dispatcher.ids import now, rfc3339
 from dispatcher.store.base import Store
-from dispatcher.store.records import DueDelivery, Job, JobStatus, Lease, NewJob, Outcome
+from dispatcher.store.records import Job, JobStatus, Lease, NewJob, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,8 @@ class WorkerPool(ClaimLoop[Job]):
         store: Store,
         registry: Registry,
         hub: EventHub,
-        deliverer: ClaimLoop[DueDelivery],
+        deliverer: Deliverer,
+        endpoints: EndpointBook,
         *,
         owner: str,
         workers: int,
@@ -40,6 +43,7 @@ class WorkerPool(ClaimLoop[Job]):
         self._registry = registry
         self._hub = hub
         self._deliverer = deliverer
+        self._endpoints = endpoints
         self._owner = owner
         self._lease = lease
 
@@ -208,7 +212,15 @@ class WorkerPool(ClaimLoop[Job]):
         this: once the write is sent, what follows it must happen too.
         """
         deliverer = self._deliverer
-        handed = [d for d in outcome.deliveries if deliverer.reserve(job.tenant)]
+        endpoint = None
+        if job.endpoint_id is not None and any(d.endpoint_id for d in outcome.deliveries):
+            endpoint = await self._endpoints.get(job.endpoint_id)
+            outcome = to_endpoint(outcome, endpoint)
+        handed = [
+            d
+            for d in outcome.deliveries
+            if deliverer.reserve_delivery(job.tenant, d.id, endpoint if d.endpoint_id else None)
+        ]
         lease = Lease(self._owner, now() + self._lease) if handed else None
         done = None
         try:
@@ -217,8 +229,8 @@ class WorkerPool(ClaimLoop[Job]):
             )
         finally:
             if done is None:  # not written (or no longer this process's to finish)
-                for _ in handed:
-                    deliverer.unreserve(job.tenant)
+                for d in handed:
+                    deliverer.unreserve_delivery(job.tenant, d.id)
         if done is None:
             return None
         for new in handed:

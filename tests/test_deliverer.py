@@ -9,6 +9,7 @@ import pytest
 
 from dispatcher.delivery.deliverer import Deliverer
 from dispatcher.delivery.destinations import CachingResolver, Destinations
+from dispatcher.delivery.endpoints import EndpointBook
 from dispatcher.delivery.plan import finished
 from dispatcher.delivery.policy import AttemptResult, RetryPolicy
 from dispatcher.ids import new_id, now
@@ -65,6 +66,7 @@ def deliverer(store, senders, per_host: int = 32, lease: float = 30) -> Delivere
     return Deliverer(
         store, senders, RetryPolicy([0.05]), Destinations(CachingResolver(), 5), owner="me",
         concurrency=8, per_host=per_host, lease=lease, poll_interval=0.05,
+        endpoints=EndpointBook(store), disable_after=432_000,
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from aiohttp import web
 from dispatcher.api.limits import InProgress
 from dispatcher.auth import Authenticator, Principal
 from dispatcher.delivery.deliverer import Deliverer
+from dispatcher.delivery.endpoints import EndpointBook
 from dispatcher.delivery.netguard import NetworkPolicy
 from dispatcher.delivery.secrets import TenantSecrets
 from dispatcher.events import EventHub
@@ -30,6 +31,7 @@ class Services:
     deliverer: Deliverer
     in_progress: InProgress
     secrets: TenantSecrets
+    endpoints: EndpointBook
 
 
 SERVICES = web.AppKey("services", Services)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from dispatcher.api.answers import json_answer
-from dispatcher.api.context import principal, services
+from dispatcher.api.context import Services, principal, services
 from dispatcher.api.parsing import body, decode_cursor, page_body, query
-from dispatcher.errors import NotFound
-from dispatcher.ids import is_id, now
+from dispatcher.errors import Conflict, NotFound
+from dispatcher.ids import is_id, now, rfc3339
 from dispatcher.models import BulkReplayRequest, DeliveryListQuery, timestamp
-from dispatcher.store.records import Channel, DeliveryFilter, DeliveryStatus
+from dispatcher.store.records import Channel, Delivery, DeliveryFilter, DeliveryStatus
 
 routes = web.RouteTableDef()
 
@@ -31,7 +33,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
         before=decode_cursor(params.cursor, lambda value: is_id(value, "msg")),
     )
     page = await svc.store.list_deliveries(where)
-    return json_answer(page_body([d.public() for d in page.items], page.next_cursor))
+    return json_answer(page_body([await _shown(svc, d) for d in page.items], page.next_cursor))
 
 
 @routes.get("/v1/deliveries/{id}")
@@ -43,7 +45,19 @@ async def show(request: web.Request) -> web.Response:
         found = await svc.store.get_delivery(delivery_id, principal(request).scope())
     if found is None:
         raise NotFound(f"no delivery {delivery_id}")
-    return json_answer(found.public())
+    return json_answer(await _shown(svc, found))
+
+
+async def _shown(svc: Services, delivery: Delivery) -> dict[str, Any]:
+    """The delivery as the API shows it: one waiting behind its endpoint's open circuit
+    says when it will be tried, which is no sooner than the circuit's next probe."""
+    body = delivery.public()
+    if delivery.status is DeliveryStatus.PENDING and delivery.endpoint_id is not None:
+        endpoint = await svc.endpoints.get(delivery.endpoint_id)
+        probe_at = endpoint.health.probe_at if endpoint and endpoint.health.open else None
+        if probe_at is not None and probe_at > (delivery.next_attempt_at or 0):
+            body["next_attempt_at"] = rfc3339(probe_at)
+    return body
 
 
 @routes.post("/v1/deliveries/replay")
@@ -73,6 +87,12 @@ async def replay_one(request: web.Request) -> web.Response:
     delivery_id = request.match_info["id"]
     if not is_id(delivery_id, "msg"):
         raise NotFound(f"no delivery {delivery_id}")
+    found = await svc.store.get_delivery(delivery_id, who.scope())
+    if found is not None and found.endpoint_id is not None:
+        endpoint = await svc.store.get_endpoint(found.endpoint_id, None, deleted=True)
+        unusable = endpoint.unusable() if endpoint is not None else None
+        if unusable is not None:
+            raise Conflict(f"{unusable}; it can be replayed once the endpoint is enabled")
     delivery = await svc.store.replay_delivery(delivery_id, who.scope(), who.prefix, now())
     svc.deliverer.wake()
     return json_answer(delivery.public(), status=202)

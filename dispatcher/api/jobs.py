@@ -26,7 +26,7 @@ def _invalid(field: str, message: str) -> Invalid:
     return Invalid(message, [{"field": field, "message": message, "type": "value_error"}])
 
 
-def _check_targets(request: JobRequest, svc: Services) -> None:
+async def _check_targets(request: JobRequest, svc: Services, tenant: str) -> None:
     if request.callback_url is not None and request.endpoint_id is not None:
         raise _invalid("endpoint_id", "give callback_url or endpoint_id, not both")
     if svc.registry.get(request.type) is None:
@@ -36,7 +36,11 @@ def _check_targets(request: JobRequest, svc: Services) -> None:
             svc.network.check_url(request.callback_url)
         except Exception as exc:
             raise _invalid("callback_url", str(exc)) from exc
-    if request.endpoint_id is not None:
+    if request.endpoint_id is not None and (
+        not is_id(request.endpoint_id, "ep")
+        or await svc.endpoints.of_tenant(request.endpoint_id, tenant) is None
+    ):
+        # Another tenant's endpoint is not found either: its existence is not told.
         raise _invalid("endpoint_id", f"no endpoint {request.endpoint_id!r}")
 
 
@@ -69,7 +73,7 @@ async def submit(request: web.Request) -> web.Response:
     data, _ = await read_json(request, svc.settings.max_body_bytes)
     idempotency_key = _idempotency_key(request)
     spec = validate(JobRequest, data)
-    _check_targets(spec, svc)
+    await _check_targets(spec, svc, who.tenant)
     new = NewJob(
         id=new_id("job"),
         tenant=who.tenant,

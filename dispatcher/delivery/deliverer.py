@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 
 from dispatcher.claiming import MAX_LAPSES, ClaimLoop, Slot
 from dispatcher.delivery.channel import Sender
 from dispatcher.delivery.destinations import Destinations
+from dispatcher.delivery.endpoints import EndpointBook
+from dispatcher.delivery.gates import Gate, Gates
 from dispatcher.delivery.plan import callback_failed
-from dispatcher.delivery.policy import AttemptResult, RetryPolicy
+from dispatcher.delivery.policy import AttemptResult, Decision, RetryPolicy
 from dispatcher.ids import now, rfc3339
 from dispatcher.shares import Destination
 from dispatcher.store.base import Store
+from dispatcher.store.endpoint_records import Endpoint, EndpointHealth
 from dispatcher.store.records import (
     Attempt,
     AttemptRecord,
@@ -59,6 +62,8 @@ class Deliverer(ClaimLoop[DueDelivery]):
         per_host: int,
         lease: float,
         poll_interval: float,
+        endpoints: EndpointBook,
+        disable_after: float,
     ) -> None:
         super().__init__(
             capacity=concurrency, per_destination=per_host, poll_interval=poll_interval
@@ -76,17 +81,25 @@ class Deliverer(ClaimLoop[DueDelivery]):
         self._lease = lease
         self._next_due: float | None = None
         self._looked_at_all = 0.0
+        self._endpoints = endpoints
+        self._gates = Gates()
+        endpoints.on_change(self._gates.changed)
+        self._disable_after = disable_after
+        # Deliveries past their endpoint's gate, until their attempt ends: the
+        # gate, and whether the delivery is its circuit's probe.
+        self._passed: dict[str, tuple[Gate, bool]] = {}
 
     async def _claim_due(self, limit: int, skip_tenants: Sequence[str]) -> list[DueDelivery]:
         full, room = self._route_rooms()
         at = now()
+        closed, endpoint_room = self._gates.rooms(at)
         # A claim looks at the oldest due deliveries only, except once a poll
         # interval: a backlog to a busy receiver is passed over at a bounded
         # cost, and what is due behind it is still reached.
         everything = at - self._looked_at_all >= self._poll_interval
         if everything:
             self._looked_at_all = at
-        return await self._store.claim_deliveries(
+        claimed = await self._store.claim_deliveries(
             self._owner,
             limit,
             at,
@@ -96,7 +109,60 @@ class Deliverer(ClaimLoop[DueDelivery]):
             route_room=room,
             per_route=self._shares.per_destination,
             window=None if everything else max(CLAIM_WINDOW, limit * 8),
+            skip_endpoints=closed,
+            endpoint_room=endpoint_room,
         )
+        taken = Counter(d.delivery.endpoint_id for d in claimed if d.delivery.endpoint_id)
+        self._gates.claimed(endpoint_room, taken)
+        return await self._through_gates(claimed)
+
+    async def _through_gates(self, claimed: list[DueDelivery]) -> list[DueDelivery]:
+        """The claimed deliveries their endpoints let pass now; the others go back as they were."""
+        passed, held = [], []
+        for due in claimed:
+            endpoint_id = due.delivery.endpoint_id
+            if endpoint_id is None:
+                passed.append(due)
+                continue
+            endpoint = await self._endpoints.get(endpoint_id)
+            if endpoint is None or self.admit(due.delivery.id, endpoint):
+                passed.append(due)
+            else:
+                held.append(due.delivery.id)
+        if held:
+            await self._hand_back(held)
+        return passed
+
+    def admit(self, delivery_id: str, endpoint: Endpoint) -> bool:
+        """Pass a delivery through its endpoint's gate, if the gate lets it now."""
+        if delivery_id in self._passed:
+            return True  # passed already: its lease lapsed while we still work on it
+        gate = self._gates.of(endpoint, now())
+        probe = gate.take(now())
+        if probe is False:
+            return False
+        self._passed[delivery_id] = (gate, bool(probe))
+        return True
+
+    def reserve_delivery(self, tenant: str, delivery_id: str, endpoint: Endpoint | None) -> bool:
+        """`reserve`, for a delivery about to be made here, through its endpoint's gate first."""
+        if endpoint is not None and not self.admit(delivery_id, endpoint):
+            return False
+        if self.reserve(tenant):
+            return True
+        self._leave_gate(delivery_id)
+        return False
+
+    def unreserve_delivery(self, tenant: str, delivery_id: str) -> None:
+        self._leave_gate(delivery_id)
+        self.unreserve(tenant)
+
+    def _leave_gate(self, delivery_id: str) -> None:
+        passed = self._passed.pop(delivery_id, None)
+        if passed is not None:
+            passed[0].leave()
+            if passed[1]:
+                passed[0].probing = False
 
     def _route_rooms(self) -> tuple[list[tuple[str, str]], dict[tuple[str, str], int]]:
         """Routes whose destination has its share in flight, and the room of the others.
@@ -121,16 +187,24 @@ class Deliverer(ClaimLoop[DueDelivery]):
 
     async def _release(self, keys: list[str]) -> None:
         """Release work taken but not started: no attempt, no schedule spent."""
+        for key in keys:
+            self._leave_gate(key)
         await self._store.release_deliveries(self._owner, keys)
 
     def _sleep_for(self) -> float:
-        """Until the next retry this process scheduled, or the poll interval."""
+        """Until the next retry this process scheduled, a gate's next opening for
+        deliveries waiting behind it, or the poll interval."""
+        at = now()
+        sleep = self._poll_interval
+        opening = self._gates.next_opening(at)
+        if opening is not None:
+            sleep = min(sleep, max(0.0, opening - at))
         if self._next_due is None:
-            return self._poll_interval
-        delay = max(0.0, self._next_due - now())
+            return sleep
+        delay = max(0.0, self._next_due - at)
         if delay <= self._poll_interval:
             self._next_due = None
-        return min(delay, self._poll_interval)
+        return min(delay, sleep)
 
     async def _process(self, item: DueDelivery, slot: Slot) -> None:
         delivery = item.delivery
@@ -141,15 +215,28 @@ class Deliverer(ClaimLoop[DueDelivery]):
             slot.free()
             await self._hand_back([delivery.id])
             return
+        passed = self._passed.get(delivery.id)
         try:
             started, clock = now(), time.monotonic()
-            result = await self._send(item)
+            result = await self._attempt(item, passed[0] if passed else None)
             duration_ms = int((time.monotonic() - clock) * 1000)
         finally:
             # The slot goes to the next attempt while this one is recorded.
             self._shares.leave(where)
+            self._leave_gate(delivery.id)
             slot.free()
-        await self._recorded(item, result, started, duration_ms)
+        health = None
+        if passed is not None and not passed[0].unusable():
+            health = passed[0].learn(
+                result, now(), passed[1], self._policy.schedule, self._disable_after
+            )
+        await self._recorded(item, result, started, duration_ms, health)
+
+    async def _attempt(self, due: DueDelivery, gate: Gate | None) -> AttemptResult:
+        unusable = gate.unusable() if gate is not None else None
+        if unusable is not None:
+            return AttemptResult(ok=False, error=f"not sent: {unusable}", gone=True)
+        return await self._send(due)
 
     def _remember(self, delivery: Delivery, where: Destination) -> None:
         route = (delivery.tenant, delivery_host(delivery.channel, delivery.target))
@@ -170,25 +257,40 @@ class Deliverer(ClaimLoop[DueDelivery]):
                 del self._names[where]
 
     async def _recorded(
-        self, due: DueDelivery, result: AttemptResult, started: float, duration_ms: int
+        self,
+        due: DueDelivery,
+        result: AttemptResult,
+        started: float,
+        duration_ms: int,
+        health: EndpointHealth | None,
     ) -> None:
-        """Write the attempt with the state it leaves the delivery in."""
-        record = self._record(due, result, started, duration_ms)
+        """Write the attempt with the state it leaves the delivery (and its endpoint) in."""
+        record = self._record(due, result, started, duration_ms, health)
         # Committed even if shutdown cancels this task meanwhile: the store's
         # writer finishes every write it was given.
         await self._store.record_attempt(record)
+        if record.health is not None and record.endpoint_id is not None:
+            self._endpoints.refresh(record.endpoint_id)
         upcoming = record.next_attempt_at
         if upcoming is not None and (self._next_due is None or upcoming < self._next_due):
             self._next_due = upcoming
         _log_attempt(record, due.delivery)
 
     def _record(
-        self, due: DueDelivery, result: AttemptResult, started: float, duration_ms: int
+        self,
+        due: DueDelivery,
+        result: AttemptResult,
+        started: float,
+        duration_ms: int,
+        health: EndpointHealth | None,
     ) -> AttemptRecord:
         """The attempt, the state it leaves the delivery in, and what it sets off."""
         delivery = due.delivery
         number_in_schedule = delivery.attempt_count + 1 - delivery.schedule_start
         decision = self._policy.decide(result, number_in_schedule, now(), due.deadline)
+        if health is not None and health.disabled_at is not None:
+            # Its endpoint was disabled by this attempt: nothing more goes to it.
+            decision = Decision(DeliveryStatus.FAILED)
         failed_for_good = decision.status is DeliveryStatus.FAILED
         return AttemptRecord(
             delivery_id=delivery.id,
@@ -205,6 +307,8 @@ class Deliverer(ClaimLoop[DueDelivery]):
             status=decision.status,
             next_attempt_at=decision.next_attempt_at,
             follow_ups=callback_failed(due, result) if failed_for_good else (),
+            endpoint_id=delivery.endpoint_id,
+            health=health,
         )
 
     async def _send(self, due: DueDelivery) -> AttemptResult:

@@ -9,6 +9,7 @@ from typing import Any
 
 from dispatcher.delivery.policy import AttemptResult
 from dispatcher.ids import new_id, now, rfc3339
+from dispatcher.store.endpoint_records import Endpoint
 from dispatcher.store.records import (
     Channel,
     Delivery,
@@ -117,11 +118,27 @@ def _representable(moment: float | None) -> bool:
 
 def _targets(job: Job, event_type: str) -> list[NewDelivery]:
     deliveries = []
-    if job.callback_url:
+    if job.callback_url or job.endpoint_id:
+        # An endpoint's URL is filled in by `to_endpoint`, as the job ends.
+        target = job.callback_url or ""
         deliveries.append(
-            NewDelivery(new_id("msg"), Channel.WEBHOOK, job.callback_url, None, event_type)
+            NewDelivery(new_id("msg"), Channel.WEBHOOK, target, job.endpoint_id, event_type)
         )
     return deliveries + _notices(job.notify, event_type)
+
+
+def to_endpoint(outcome: Outcome, endpoint: Endpoint | None) -> Outcome:
+    """The outcome with its webhook pointed at the job's endpoint, or dropped when the
+    endpoint does not take this event type. A deleted endpoint keeps it: the
+    delivery then fails saying so, where the job's owner and the admin see it."""
+    deliveries = []
+    for new in outcome.deliveries:
+        if new.channel is Channel.WEBHOOK and new.endpoint_id is not None:
+            if endpoint is None or not endpoint.wants(new.event_type):
+                continue
+            new = replace(new, target=endpoint.url)
+        deliveries.append(new)
+    return replace(outcome, deliveries=tuple(deliveries))
 
 
 def _notices(notify: dict[str, Any] | None, event_type: str, body: bytes | None = None):

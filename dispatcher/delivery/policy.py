@@ -66,6 +66,7 @@ class Decision:
 
 class RetryPolicy:
     def __init__(self, schedule: Sequence[float]) -> None:
+        self.schedule = tuple(schedule)
         self.retry = retry_if_result(lambda result: not result.ok and not result.gone)
         self.stop = stop_after_attempt(len(schedule) + 1)
         steps = [wait_fixed(delay) + wait_random(0, delay * JITTER) for delay in schedule]

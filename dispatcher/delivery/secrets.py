@@ -1,4 +1,6 @@
-"""Each tenant's live signing secrets, as webhooks are signed with them: read once in a while.
+"""What signs each webhook: its endpoint's live secrets (with its headers), or its tenant's.
+
+Each tenant's live signing secrets are read once in a while.
 
 Reading them from the store for every webhook cost a database round trip per
 attempt. They change only by rotation, which goes through here on this
@@ -8,6 +10,10 @@ process and takes effect at once; another instance sees it within
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from dispatcher.delivery.endpoints import EndpointBook
 from dispatcher.ids import now
 from dispatcher.store.base import Store
 from dispatcher.store.records import Delivery, SigningSecrets
@@ -37,6 +43,28 @@ class TenantSecrets:
         return secrets.active(at) if secrets else []
 
     async def rotate(self, tenant: str, new_secret: str, grace_until: float) -> SigningSecrets:
-        secrets = await self._store.rotate_tenant_secret(tenant, new_secret, grace_until)
+        secrets = await self._store.rotate_tenant_secret(tenant, new_secret, grace_until, now())
         self._known.pop(tenant, None)
         return secrets
+
+
+@dataclass(frozen=True, slots=True)
+class Signing:
+    """The secrets one webhook is signed with, newest first, and the headers it adds."""
+
+    secrets: list[str]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Signers:
+    def __init__(self, tenants: TenantSecrets, endpoints: EndpointBook) -> None:
+        self._tenants = tenants
+        self._endpoints = endpoints
+
+    async def for_delivery(self, delivery: Delivery) -> Signing:
+        if delivery.endpoint_id is None:
+            return Signing(await self._tenants.for_delivery(delivery))
+        endpoint = await self._endpoints.get(delivery.endpoint_id)
+        if endpoint is None:
+            return Signing([])
+        return Signing(endpoint.secrets.active(now()), endpoint.headers)

@@ -11,6 +11,7 @@ import aiohttp
 
 from dispatcher import __version__
 from dispatcher.delivery.policy import AttemptResult
+from dispatcher.delivery.secrets import Signing
 from dispatcher.store.records import Delivery, DueDelivery
 from dispatcher.webhooks import sign
 
@@ -45,27 +46,29 @@ async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-SecretsFor = Callable[[Delivery], Awaitable[list[str]]]
+SigningFor = Callable[[Delivery], Awaitable[Signing]]
 
 
 class WebhookSender:
     def __init__(
-        self, session: aiohttp.ClientSession, timeout: float, secrets_for: SecretsFor
+        self, session: aiohttp.ClientSession, timeout: float, signing_for: SigningFor
     ) -> None:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._timeout_seconds = timeout
-        self._secrets_for = secrets_for
+        self._signing_for = signing_for
 
     async def send(self, due: DueDelivery) -> AttemptResult:
         delivery = due.delivery
-        secrets = await self._secrets_for(delivery)
-        if not secrets:
+        signing = await self._signing_for(delivery)
+        if not signing.secrets:
             return AttemptResult(ok=False, error="no signing secret for this delivery")
         headers = {
+            # An endpoint's own headers first: ours can never be replaced.
+            **signing.headers,
             "content-type": "application/json",
             "user-agent": f"dispatcher/{__version__}",
-            **sign(secrets, delivery.id, int(time.time()), due.body),
+            **sign(signing.secrets, delivery.id, int(time.time()), due.body),
         }
         try:
             async with self._session.post(

@@ -1,0 +1,59 @@
+"""Registered endpoints as jobs and deliveries need them: read once in a while, not per webhook.
+
+A change made through this process's API is seen at once (the API calls
+`forget`); another instance's change within `CACHE_SECONDS`. Deleted
+endpoints are found too, so that what is still on its way to one can end
+saying why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dispatcher.ids import now
+from dispatcher.store.base import Store
+from dispatcher.store.endpoint_records import Endpoint
+
+CACHE_SECONDS = 5.0
+# Endpoints remembered at once; past it the memory starts over.
+MAX_ENDPOINTS = 10_000
+
+
+class EndpointBook:
+    def __init__(self, store: Store, cache_seconds: float = CACHE_SECONDS) -> None:
+        self._store = store
+        self._cache_seconds = cache_seconds
+        self._known: dict[str, tuple[Endpoint | None, float]] = {}
+        self._listeners: list[Callable[[str], None]] = []
+
+    async def get(self, endpoint_id: str) -> Endpoint | None:
+        """The endpoint, of whichever tenant, deleted or not; None if it never was."""
+        at = now()
+        known = self._known.get(endpoint_id)
+        if known is None or known[1] <= at:
+            if len(self._known) >= MAX_ENDPOINTS:
+                self._known.clear()
+            found = await self._store.get_endpoint(endpoint_id, None, deleted=True)
+            known = (found, at + self._cache_seconds)
+            self._known[endpoint_id] = known
+        return known[0]
+
+    async def of_tenant(self, endpoint_id: str, tenant: str) -> Endpoint | None:
+        """The tenant's own endpoint, not deleted; None for any other (it reveals nothing)."""
+        endpoint = await self.get(endpoint_id)
+        if endpoint is None or endpoint.tenant != tenant or endpoint.deleted_at is not None:
+            return None
+        return endpoint
+
+    def forget(self, endpoint_id: str) -> None:
+        """It changed here: read it again, and tell those who keep state of it."""
+        self._known.pop(endpoint_id, None)
+        for listener in self._listeners:
+            listener(endpoint_id)
+
+    def refresh(self, endpoint_id: str) -> None:
+        """Its health changed by an attempt here: read it again, telling no one."""
+        self._known.pop(endpoint_id, None)
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        self._listeners.append(listener)
