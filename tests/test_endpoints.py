@@ -320,3 +320,16 @@ async def test_deleting_an_endpoint_fails_what_waits_for_it(make_api, make_recei
         "POST", "/v1/jobs", json={"type": "echo", "payload": 1, "endpoint_id": made["id"]}
     )
     assert status == 422 and "no endpoint" in problem["detail"]
+
+
+async def test_a_tenant_may_have_only_so_many_endpoints(api, make_receiver, monkeypatch):
+    monkeypatch.setattr("dispatcher.store.sqlite_endpoints.MAX_ENDPOINTS_PER_TENANT", 2)
+    acme, _ = await api.new_tenant("acme")
+    url = (await make_receiver()).url
+    first = await create(acme, url=url)
+    await create(acme, url=url)
+    status, problem = await acme.call("POST", "/v1/endpoints", json={"url": url})
+    assert status == 409 and "delete one first" in problem["detail"]
+    await create(api, url=url)  # another tenant is not held to acme's count
+    assert (await acme.call("DELETE", f"/v1/endpoints/{first['id']}"))[0] == 204
+    await create(acme, url=url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dispatcher.errors import Conflict
 from dispatcher.store import sqlite_sql as sql
 from dispatcher.store.endpoint_records import (
     CHANGEABLE,
@@ -16,6 +17,10 @@ from dispatcher.store.endpoint_records import (
 from dispatcher.store.records import Page
 from dispatcher.store.sqlite_base import SQLiteConnection, page_of
 from dispatcher.store.writer import Batch
+
+# Each endpoint keeps a little state in memory while it is sent to (its gate);
+# no tenant may grow that, or the claims that look at it, without bound.
+MAX_ENDPOINTS_PER_TENANT = 1000
 
 
 class SQLiteEndpoints(SQLiteConnection):
@@ -36,6 +41,12 @@ class SQLiteEndpoints(SQLiteConnection):
         )
 
         def op(batch: Batch) -> Any:
+            count = batch.fetch(sql.COUNT_TENANT_ENDPOINTS, (new.tenant,))[0][0]
+            if count >= MAX_ENDPOINTS_PER_TENANT:
+                # Declined before anything is written, as the writer asks.
+                raise Conflict(
+                    f"this tenant has {count} endpoints, the most it may have; delete one first"
+                )
             return batch.fetch(sql.INSERT_ENDPOINT, params)[0]
 
         return Endpoint.from_row(await self._write(op))

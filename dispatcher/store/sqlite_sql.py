@@ -201,6 +201,8 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
 RETURNING *
 """
 
+COUNT_TENANT_ENDPOINTS = "SELECT count(*) FROM endpoints WHERE tenant = ? AND deleted_at IS NULL"
+
 GET_ENDPOINT = """
 SELECT * FROM endpoints WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)
   AND (?3 OR deleted_at IS NULL)
