@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dispatcher.ids import now
+from dispatcher.delivery.remembered import Remembered
 from dispatcher.store.base import Store
 from dispatcher.store.endpoint_records import Endpoint
 
@@ -22,21 +22,15 @@ MAX_ENDPOINTS = 10_000
 class EndpointBook:
     def __init__(self, store: Store, cache_seconds: float = CACHE_SECONDS) -> None:
         self._store = store
-        self._cache_seconds = cache_seconds
-        self._known: dict[str, tuple[Endpoint | None, float]] = {}
+        self._known: Remembered[str, Endpoint | None] = Remembered(cache_seconds, MAX_ENDPOINTS)
         self._listeners: list[Callable[[str], None]] = []
 
     async def get(self, endpoint_id: str) -> Endpoint | None:
         """The endpoint, of whichever tenant, deleted or not; None if it never was."""
-        at = now()
-        known = self._known.get(endpoint_id)
-        if known is None or known[1] <= at:
-            if len(self._known) >= MAX_ENDPOINTS:
-                self._known.clear()
-            found = await self._store.get_endpoint(endpoint_id, None, deleted=True)
-            known = (found, at + self._cache_seconds)
-            self._known[endpoint_id] = known
-        return known[0]
+        return await self._known.get(endpoint_id, self._read)
+
+    async def _read(self, endpoint_id: str) -> Endpoint | None:
+        return await self._store.get_endpoint(endpoint_id, None, deleted=True)
 
     async def of_tenant(self, endpoint_id: str, tenant: str) -> Endpoint | None:
         """The tenant's own endpoint, not deleted; None for any other (it reveals nothing)."""
@@ -47,13 +41,13 @@ class EndpointBook:
 
     def forget(self, endpoint_id: str) -> None:
         """It changed here: read it again, and tell those who keep state of it."""
-        self._known.pop(endpoint_id, None)
+        self._known.forget(endpoint_id)
         for listener in self._listeners:
             listener(endpoint_id)
 
     def refresh(self, endpoint_id: str) -> None:
         """Its health changed by an attempt here: read it again, telling no one."""
-        self._known.pop(endpoint_id, None)
+        self._known.forget(endpoint_id)
 
     def on_change(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)

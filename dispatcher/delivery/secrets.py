@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dispatcher.delivery.endpoints import EndpointBook
+from dispatcher.delivery.remembered import Remembered
 from dispatcher.ids import now
 from dispatcher.store.base import Store
 from dispatcher.store.records import Delivery, SigningSecrets
@@ -26,25 +27,16 @@ MAX_TENANTS = 10_000
 class TenantSecrets:
     def __init__(self, store: Store, cache_seconds: float = CACHE_SECONDS) -> None:
         self._store = store
-        self._cache_seconds = cache_seconds
-        self._known: dict[str, tuple[SigningSecrets | None, float]] = {}
+        self._known: Remembered[str, SigningSecrets | None] = Remembered(cache_seconds, MAX_TENANTS)
 
     async def for_delivery(self, delivery: Delivery) -> list[str]:
         """The secrets to sign `delivery` with, newest first; none if its tenant has none."""
-        at = now()
-        known = self._known.get(delivery.tenant)
-        if known is None or known[1] <= at:
-            if len(self._known) >= MAX_TENANTS:
-                self._known.clear()
-            found = await self._store.tenant_secrets(delivery.tenant)
-            known = (found, at + self._cache_seconds)
-            self._known[delivery.tenant] = known
-        secrets = known[0]
-        return secrets.active(at) if secrets else []
+        secrets = await self._known.get(delivery.tenant, self._store.tenant_secrets)
+        return secrets.active(now()) if secrets else []
 
     async def rotate(self, tenant: str, new_secret: str, grace_until: float) -> SigningSecrets:
         secrets = await self._store.rotate_tenant_secret(tenant, new_secret, grace_until, now())
-        self._known.pop(tenant, None)
+        self._known.forget(tenant)
         return secrets
 
 

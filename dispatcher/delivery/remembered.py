@@ -1,0 +1,32 @@
+"""Values read from the store and kept a short while, in a bounded memory."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+from dispatcher.ids import now
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Remembered(Generic[K, V]):
+    def __init__(self, seconds: float, most: int) -> None:
+        self._seconds = seconds
+        self._most = most
+        self._known: dict[K, tuple[V, float]] = {}
+
+    async def get(self, key: K, load: Callable[[K], Awaitable[V]]) -> V:
+        """The value remembered for `key`, or `load(key)` once it is older than allowed."""
+        at = now()
+        known = self._known.get(key)
+        if known is None or known[1] <= at:
+            if len(self._known) >= self._most:
+                self._known.clear()  # past the bound the memory starts over
+            known = (await load(key), at + self._seconds)
+            self._known[key] = known
+        return known[0]
+
+    def forget(self, key: K) -> None:
+        self._known.pop(key, None)
