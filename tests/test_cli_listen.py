@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from dispatcher.webhooks import generate_secret, sign
+from dispatcher.webhooks import generate_secret, generate_signing_key, sign
 from tests.support.process import DISPATCHER
 from tests.test_cli import BODY, run_cli
 
@@ -242,3 +242,16 @@ async def test_saved_requests_are_readable_only_by_their_owner(start_listener, t
     await listener.next_line()
 
     assert os.stat(tmp_path / "msg_private.http").st_mode & 0o077 == 0
+
+
+async def test_listen_takes_an_ed25519_endpoints_public_key(start_listener):
+    private, public = generate_signing_key()
+    listener = await start_listener("--secret", public)
+    headers = sign(private, "msg_ed25519", int(time.time()), BODY)
+    assert headers["webhook-signature"].startswith("v1a,")
+    status, _ = await post(listener.url, headers)
+    assert status == 200
+    assert "msg_ed25519" in await listener.next_line()
+    forged = sign(generate_signing_key()[0], "msg_forged", int(time.time()), BODY)
+    status, _ = await post(listener.url, forged)
+    assert status == 401
