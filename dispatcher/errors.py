@@ -81,8 +81,8 @@ class Invalid(DispatcherError):
         super().__init__(detail, errors=errors or [])
 
 
-class QueueFull(DispatcherError):
-    """Too much work is queued; try again later."""
+class Unavailable(DispatcherError):
+    """The service cannot take this now; try again later."""
 
     status = 503
     title = "Service Unavailable"
@@ -90,6 +90,14 @@ class QueueFull(DispatcherError):
     def __init__(self, detail: str | None = None, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class QueueFull(Unavailable):
+    """Too much work is queued; try again later."""
+
+
+class StoreUnavailable(Unavailable):
+    """The database cannot be written now (full, read-only or busy); nothing was written."""
 
 
 class BlockedAddress(DispatcherError):

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from dispatcher.api.answers import dumps
-from dispatcher.errors import DispatcherError, QueueFull, TooManyRequests
+from dispatcher.errors import DispatcherError, TooManyRequests, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def problem(
 
 def from_error(error: DispatcherError) -> web.Response:
     headers = None
-    if isinstance(error, QueueFull):
+    if isinstance(error, Unavailable):
         headers = {"Retry-After": str(error.retry_after)}
     elif isinstance(error, TooManyRequests):
         headers = {"Retry-After": "1"}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from dispatcher.api.answers import json_answer
 from dispatcher.api.context import services
 from dispatcher.api.problems import problem
+from dispatcher.errors import StoreUnavailable
+from dispatcher.store.writer import RETRY_AFTER
 
 routes = web.RouteTableDef()
 
@@ -16,10 +20,24 @@ async def healthz(request: web.Request) -> web.Response:
     return json_answer({"status": "ok"})
 
 
+# Past this the database counts as not answering, whatever it is waiting for.
+READY_TIMEOUT = 5.0
+
+
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database can be written, not only read: a full disk, a read-only
+    file or a lock held elsewhere makes submissions fail, so it fails this too."""
+    headers = {"Retry-After": str(RETRY_AFTER)}
     try:
-        await services(request).store.ping()
-    except Exception:
-        return problem(503, "Service Unavailable", "the database cannot be reached")
+        async with asyncio.timeout(READY_TIMEOUT):
+            await services(request).store.check_writable()
+    except StoreUnavailable as exc:
+        return problem(503, "Service Unavailable", exc.detail, headers)
+    except TimeoutError:
+        detail = f"the database did not take a write within {READY_TIMEOUT:g} s"
+        return problem(503, "Service Unavailable", detail, headers)
+    except Exception as exc:
+        detail = f"the database cannot be reached: {type(exc).__name__}"
+        return problem(503, "Service Unavailable", detail, headers)
     return json_answer({"status": "ready"})

@@ -38,6 +38,11 @@ class Store(ABC):
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
 
+    @abstractmethod
+    async def check_writable(self) -> None:
+        """Commit a write that changes nothing; StoreUnavailable if the database cannot
+        be written now (full, read-only, busy past its timeout)."""
+
     # Tenants and keys
 
     @abstractmethod

@@ -140,4 +140,9 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE tenants SET previous_secrets = json_array(json_array(previous_secret, previous_until))
         WHERE previous_secret IS NOT NULL AND previous_until IS NOT NULL;
     """,
+    # 6: a table that stays empty: readiness writes a page to it and takes it
+    # back, proving that the file can be written, not only read.
+    """
+    CREATE TABLE write_probe (data BLOB);
+    """,
 )

@@ -87,6 +87,14 @@ class SQLiteConnection:
     async def ping(self) -> None:
         await self._read("SELECT 1")
 
+    async def check_writable(self) -> None:
+        def op(batch: Batch) -> None:
+            # A page's worth, so that a full disk or file says so here.
+            batch.db.execute("INSERT INTO write_probe (data) VALUES (zeroblob(4096))")
+            batch.db.execute("DELETE FROM write_probe")
+
+        await self._write(op)
+
     async def _read(self, query: str, params: Any = ()) -> list[Any]:
         if self._reader is None:
             raise RuntimeError("the store is closed")

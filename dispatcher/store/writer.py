@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from dispatcher.errors import DispatcherError
+from dispatcher.errors import DispatcherError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,31 @@ class Batch:
         for statement, rows in self._deferred.items():
             self.db.executemany(statement, rows)
         self._deferred.clear()
+
+
+# SQLite's primary result codes that say the file cannot be written now, rather
+# than that a statement is wrong: the caller is told to come back later.
+_UNWRITABLE = {
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_READONLY": "the database file is read-only",
+    "SQLITE_BUSY": "the database is locked by another process",
+    "SQLITE_LOCKED": "the database is locked",
+    "SQLITE_IOERR": "the disk failed to read or write",
+    "SQLITE_CANTOPEN": "the database file cannot be opened",
+}
+RETRY_AFTER = 5
+
+
+def unwritable(exc: BaseException) -> StoreUnavailable | None:
+    """A StoreUnavailable for an error that says the database cannot be written now."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    for code, reason in _UNWRITABLE.items():
+        if name == code or name.startswith(code + "_"):
+            return StoreUnavailable(
+                f"the database cannot be written: {reason}; nothing was written",
+                retry_after=RETRY_AFTER,
+            )
+    return None
 
 
 Operation = Callable[[Batch], Any]
@@ -152,7 +177,7 @@ class GroupWriter:
                     await self._commit([item])
                 return
             log.exception("store.write_failed", extra={"action": "store.write_failed"})
-            outcomes = [exc]
+            outcomes = [unwritable(exc) or exc]
         else:
             self.commits += 1
             self.writes += len(batch)
