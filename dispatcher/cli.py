@@ -82,7 +82,8 @@ def _one_line(text: str) -> str:
 
 def _fail(reason: str) -> None:
     # `serve` fails after logging is set up, perhaps quoting a setting: mask what it masks.
-    print(f"dispatcher: {logs.mask_secrets(_one_line(reason))}", file=sys.stderr)
+    reason = logs.mask_secrets(_one_line(reason))
+    logs.say("dispatcher.failed", f"dispatcher: {reason}", error=True, reason=reason)
 
 
 def _quiet_stdout() -> None:

@@ -21,7 +21,7 @@ from pydantic import SecretStr, ValidationError
 from dispatcher import cli_sockets, logs
 from dispatcher.cli_args import Failure, port, positive
 from dispatcher.errors import StartupError
-from dispatcher.settings import Settings
+from dispatcher.settings import Settings, log_format_alone
 
 # The settings `serve` also takes as flags, with the argument type that checks each.
 FLAGS = {"host": str, "port": port, "database_url": str, "workers": positive}
@@ -52,13 +52,13 @@ def _run(settings: Settings) -> int:
     )
     try:
         for line in summary(settings, registry):
-            print(line, flush=True)
+            logs.say(line.event, line.text, **line.fields)
         where = cli_sockets.url(settings.host, sockets[0])
         web.run_app(
             app,
             sock=sockets,
             # Called once the app has started and its sites serve.
-            print=lambda _: print(f"listening on {where}", flush=True),
+            print=lambda _: logs.say("dispatcher.listening", f"listening on {where}", url=where),
             shutdown_timeout=settings.shutdown_grace,
             access_log_class=logs.AccessLogger,
             loop=_event_loop(),
@@ -79,7 +79,9 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 
 def _announce(key: str) -> None:
-    print(f"Created the first admin API key (shown once, store it now): {key}", flush=True)
+    # Printed, not logged: the one line meant to show a secret, which the log would mask.
+    text = f"Created the first admin API key (shown once, store it now): {key}"
+    logs.say("admin_key.created", text, key=key)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -87,6 +89,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
+        # Said as the log would say it, if its own setting can be read.
+        logs.configure(log_format_alone(), "INFO")
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise Failure(f"invalid setting {where}: {first['msg']}", 2) from exc

@@ -174,6 +174,11 @@ def _utc_ms(record: logging.LogRecord) -> str:
     return f"{_utc_second(int(record.created))}.{int(record.msecs):03d}Z"
 
 
+def _utc_ms_now() -> str:
+    at = time.time()
+    return f"{_utc_second(int(at))}.{int(at % 1 * 1000):03d}Z"
+
+
 def _details(record: logging.LogRecord) -> dict[str, Any]:
     """The extras, less `action` where it only repeats the event's name."""
     given = extras(record)
@@ -281,7 +286,11 @@ def _install(formatter: logging.Formatter, level: str | int, secrets: Iterable[s
 
 def configure(log_format: str, level: str, secrets: Iterable[str] = ()) -> None:
     """Log to stderr as `text` or `json`, never writing any of `secrets` (however spelled)."""
+    global _json_lines
+    _json_lines = log_format == "json"
     _install(_formatter(log_format), level, secrets)
+    # A library's warning is a log line too, not a bare line on stderr.
+    logging.captureWarnings(True)
     # No line shows its source file, thread or process: skip finding them for
     # every record (the logging documentation's "Optimization" section).
     logging._srcfile = None
@@ -293,7 +302,24 @@ def configure(log_format: str, level: str, secrets: Iterable[str] = ()) -> None:
 
 def configure_brief(secrets: Iterable[str] = ()) -> None:
     """For the command-line tools: warnings and errors, one line each, never a traceback."""
+    global _json_lines
+    _json_lines = False
     _install(BriefFormatter(), logging.WARNING, secrets)
+
+
+# Lines the process prints itself (serve's summary, the first admin key, where it
+# listens, why it stopped): plain text for people, or, with the json format,
+# objects shaped like the log's, so that every line the process writes parses.
+_json_lines = False
+
+
+def say(event: str, text: str, *, error: bool = False, **fields: Any) -> None:
+    """Print `text` to stdout (stderr for an `error`), or its JSON form under `event`."""
+    if _json_lines:
+        level = "ERROR" if error else "INFO"
+        head = {"time": _utc_ms_now(), "level": level, "logger": "dispatcher", "event": event}
+        text = json.dumps({**head, **fields}, default=str)
+    print(text, file=sys.stderr if error else sys.stdout, flush=True)
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_RETRY_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -178,3 +178,17 @@ class Settings(BaseSettings):
         if self.database_url.startswith(prefix):
             return self.database_url[len(prefix) :]
         return None
+
+
+class _LogFormat(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISPATCHER_", extra="ignore")
+
+    log_format: Literal["text", "json"] = "text"
+
+
+def log_format_alone() -> str:
+    """DISPATCHER_LOG_FORMAT when the other settings are not valid: `text` if it is not."""
+    try:
+        return _LogFormat().log_format
+    except ValidationError:
+        return "text"

@@ -8,6 +8,7 @@ default, by the variable that set it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,38 @@ ENV_PREFIX = "DISPATCHER_"
 _SHOWN = {"host", "port", "database_url", "workers", "handlers", "delivery_concurrency"}
 
 
-def summary(settings: Settings, registry: Registry) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of the summary: its event name, its text, and its facts for a JSON log."""
+
+    event: str
+    text: str
+    fields: dict[str, Any]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def summary(settings: Settings, registry: Registry) -> list[Line]:
+    names = registry.names()
     lines = [
-        f"dispatcher {__version__}",
-        f"database: {database(settings)}",
-        f"job types: {', '.join(registry.names())}",
-        f"runs {settings.workers} jobs and {settings.delivery_concurrency} deliveries at once",
+        Line("dispatcher.version", f"dispatcher {__version__}", {"version": __version__}),
+        Line(
+            "dispatcher.database",
+            f"database: {database(settings)}",
+            {"database": database(settings)},
+        ),
+        Line("dispatcher.job_types", f"job types: {', '.join(names)}", {"job_types": names}),
+        Line(
+            "dispatcher.capacity",
+            f"runs {settings.workers} jobs and {settings.delivery_concurrency} deliveries at once",
+            {"workers": settings.workers, "deliveries": settings.delivery_concurrency},
+        ),
     ]
     changed = changed_settings(settings)
     if changed:
-        lines.append("settings: " + " ".join(f"{name}={value}" for name, value in changed))
+        text = "settings: " + " ".join(f"{name}={value}" for name, value in changed)
+        lines.append(Line("dispatcher.settings", text, {"settings": dict(changed)}))
     return lines
 
 

@@ -22,7 +22,7 @@ def test_the_summary_names_the_database_job_types_and_changed_settings(tmp_path,
         retry_schedule="1,2",
         workers=4,
     )
-    text = "\n".join(summary(settings, load_registry(())))
+    text = "\n".join(line.text for line in summary(settings, load_registry(())))
     assert f"database: {tmp_path}/dispatcher.db" in text
     [types] = [line for line in text.splitlines() if line.startswith("job types: ")]
     # Earlier tests may have loaded more handler modules into this process.
@@ -38,7 +38,9 @@ def test_the_summary_names_the_database_job_types_and_changed_settings(tmp_path,
 
 def test_a_database_url_shows_no_password():
     settings = Settings(database_url="postgresql://app:s3cret-pw@127.0.0.1:5432/test")
-    [database] = [line for line in summary(settings, load_registry(())) if "database" in line]
+    [database] = [
+        line.text for line in summary(settings, load_registry(())) if "database" in line.text
+    ]
     assert "s3cret-pw" not in database
     assert "127.0.0.1:5432/test" in database
 
