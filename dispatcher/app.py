@@ -35,6 +35,7 @@ from dispatcher.events import EventHub
 from dispatcher.handlers import Registry, load_registry
 from dispatcher.housekeeping import Housekeeping
 from dispatcher.ids import now
+from dispatcher.metrics import Metrics
 from dispatcher.settings import Settings
 from dispatcher.store.base import Store
 from dispatcher.store.records import Channel
@@ -160,6 +161,8 @@ async def _start_parts(
     gateway_session = aiohttp.ClientSession()
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     hub = EventHub()
+    metrics = Metrics()
+    store.observe_commits(metrics.committed)
     signing = TenantSecrets(store)
     book = EndpointBook(store)
     try:
@@ -172,6 +175,7 @@ async def _start_parts(
             owner,
             destinations,
             (session, gateway_session),
+            metrics,
         )
     except BaseException:
         await session.close()
@@ -187,6 +191,7 @@ async def _start_parts(
         workers=settings.workers,
         lease=settings.lease_seconds,
         poll_interval=settings.poll_interval,
+        metrics=metrics,
     )
     housekeeping = Housekeeping(
         store,
@@ -201,7 +206,18 @@ async def _start_parts(
     auth = Authenticator(store, bootstrap)
     in_progress = InProgress(settings.max_requests_per_tenant)
     app[SERVICES] = Services(
-        settings, store, registry, hub, network, auth, pool, deliverer, in_progress, signing, book
+        settings,
+        store,
+        registry,
+        hub,
+        network,
+        auth,
+        pool,
+        deliverer,
+        in_progress,
+        signing,
+        book,
+        metrics,
     )
     running = _Running(store, pool, deliverer, housekeeping, (session, gateway_session))
     running.start()
@@ -217,6 +233,7 @@ def _deliverer(
     owner: str,
     destinations: Destinations,
     sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession],
+    metrics: Metrics,
 ) -> Deliverer:
     return Deliverer(
         store,
@@ -230,6 +247,7 @@ def _deliverer(
         poll_interval=settings.poll_interval,
         endpoints=book,
         disable_after=settings.disable_after,
+        metrics=metrics,
     )
 
 

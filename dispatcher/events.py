@@ -144,6 +144,13 @@ class EventHub:
     def closed(self) -> bool:
         return self._closed
 
+    def counts(self) -> dict[str, int]:
+        """Open subscriptions: to one job (WebSocket, SSE, long-poll), and to a tenant's."""
+        return {
+            "job": sum(len(s) for s in self._by_job.values()),
+            "tenant": sum(len(s) for s in self._by_tenant.values()),
+        }
+
     def publish(self, job: Job) -> None:
         subscribers = [*self._by_job.get(job.id, ())]
         for tenant in (job.tenant, None):

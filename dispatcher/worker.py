@@ -15,6 +15,7 @@ from dispatcher.delivery.plan import finished, handed_over, to_endpoint, unrecor
 from dispatcher.events import EventHub
 from dispatcher.handlers import Handler, Registry, Retry
 from dispatcher.ids import now, rfc3339
+from dispatcher.metrics import Metrics
 from dispatcher.store.base import Store
 from dispatcher.store.records import Job, JobStatus, Lease, NewJob, Outcome
 
@@ -36,6 +37,7 @@ class WorkerPool(ClaimLoop[Job]):
         workers: int,
         lease: float,
         poll_interval: float,
+        metrics: Metrics | None = None,
     ) -> None:
         # Fair between tenants: one tenant's long jobs never hold every worker.
         super().__init__(capacity=workers, per_destination=workers, poll_interval=poll_interval)
@@ -44,6 +46,7 @@ class WorkerPool(ClaimLoop[Job]):
         self._hub = hub
         self._deliverer = deliverer
         self._endpoints = endpoints
+        self._metrics = metrics or Metrics()
         self._owner = owner
         self._lease = lease
 
@@ -238,6 +241,10 @@ class WorkerPool(ClaimLoop[Job]):
         if len(handed) < len(outcome.deliveries):
             deliverer.wake(job.tenant)
         self._hub.publish(done)
+        ran_for = (
+            done.finished_at - done.started_at if done.started_at and done.finished_at else None
+        )
+        self._metrics.job_finished(done.type, str(done.status), ran_for)
         details = {**_about(job, "job.finished"), "status": str(done.status)}
         if done.error:
             details["error"] = done.error.get("type", "")

@@ -14,6 +14,7 @@ from dispatcher.delivery.netguard import NetworkPolicy
 from dispatcher.delivery.secrets import TenantSecrets
 from dispatcher.events import EventHub
 from dispatcher.handlers import Registry
+from dispatcher.metrics import Metrics
 from dispatcher.settings import Settings
 from dispatcher.store.base import Store
 from dispatcher.worker import WorkerPool
@@ -32,6 +33,7 @@ class Services:
     in_progress: InProgress
     secrets: TenantSecrets
     endpoints: EndpointBook
+    metrics: Metrics
 
 
 SERVICES = web.AppKey("services", Services)

@@ -92,6 +92,8 @@ async def submit(request: web.Request) -> web.Response:
         new, svc.settings.max_queue, svc.settings.tenant_queue_share
     )
     location = {"Location": f"/v1/jobs/{job.id}"}
+    if created:
+        svc.metrics.job_submitted(job.type)
     if not created:
         return job_response(job, 200, {**location, "Idempotent-Replayed": "true"})
     return job_response(job, 202, location)

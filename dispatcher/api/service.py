@@ -1,4 +1,4 @@
-"""Service routes that need no key: liveness and readiness."""
+"""Service routes that need no key: liveness, readiness and metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from dispatcher.api.answers import json_answer
 from dispatcher.api.context import services
 from dispatcher.api.problems import problem
 from dispatcher.errors import StoreUnavailable
+from dispatcher.ids import now
+from dispatcher.metrics import CONTENT_TYPE
 from dispatcher.store.writer import RETRY_AFTER
 
 routes = web.RouteTableDef()
@@ -18,6 +20,16 @@ routes = web.RouteTableDef()
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     return json_answer({"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text: counts kept as work happens, and the store's counts read now."""
+    svc = services(request)
+    at = now()
+    stats = await svc.store.stats(at)
+    body = svc.metrics.render(stats, svc.hub.counts(), at)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 # Past this the database counts as not answering, whatever it is waiting for.

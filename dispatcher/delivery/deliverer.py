@@ -21,6 +21,7 @@ from dispatcher.delivery.gates import Gate, Gates
 from dispatcher.delivery.plan import callback_failed
 from dispatcher.delivery.policy import AttemptResult, Decision, RetryPolicy
 from dispatcher.ids import now, rfc3339
+from dispatcher.metrics import Metrics
 from dispatcher.shares import Destination
 from dispatcher.store.base import Store
 from dispatcher.store.endpoint_records import Endpoint, EndpointHealth
@@ -64,6 +65,7 @@ class Deliverer(ClaimLoop[DueDelivery]):
         poll_interval: float,
         endpoints: EndpointBook,
         disable_after: float,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(
             capacity=concurrency, per_destination=per_host, poll_interval=poll_interval
@@ -85,6 +87,7 @@ class Deliverer(ClaimLoop[DueDelivery]):
         self._gates = Gates()
         endpoints.on_change(self._gates.changed)
         self._disable_after = disable_after
+        self._metrics = metrics or Metrics()
         # Deliveries past their endpoint's gate, until their attempt ends: the
         # gate, and whether the delivery is its circuit's probe.
         self._passed: dict[str, tuple[Gate, bool]] = {}
@@ -219,7 +222,9 @@ class Deliverer(ClaimLoop[DueDelivery]):
         try:
             started, clock = now(), time.monotonic()
             result = await self._attempt(item, passed[0] if passed else None)
-            duration_ms = int((time.monotonic() - clock) * 1000)
+            took = time.monotonic() - clock
+            duration_ms = int(took * 1000)
+            self._metrics.attempt(str(delivery.channel), result.ok, took)
         finally:
             # The slot goes to the next attempt while this one is recorded.
             self._shares.leave(where)

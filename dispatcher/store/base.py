@@ -8,7 +8,7 @@ Writes that the API acknowledges are committed before the call returns.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from dispatcher.store.endpoint_records import Endpoint, EndpointChanges, NewEndpoint
 from dispatcher.store.records import (
@@ -25,6 +25,7 @@ from dispatcher.store.records import (
     Page,
     SigningSecrets,
 )
+from dispatcher.store.stats import StoreStats
 
 
 class Store(ABC):
@@ -226,6 +227,15 @@ class Store(ABC):
     async def rotate_endpoint_secret(
         self, endpoint_id: str, tenant: str | None, new_secret: str, grace_until: float, now: float
     ) -> Endpoint | None: ...
+
+    @abstractmethod
+    async def stats(self, now: float) -> StoreStats:
+        """Counts for the metrics: queued and running jobs by type, the oldest due
+        queued job, pending and failed deliveries, disabled endpoints and open circuits."""
+
+    @abstractmethod
+    def observe_commits(self, callback: Callable[[int], None]) -> None:
+        """Call `callback` with the number of writes of each commit (group commit)."""
 
     @abstractmethod
     async def purge(self, finished_before: float) -> int:

@@ -17,6 +17,7 @@ from dispatcher.store.sqlite_base import page_of
 from dispatcher.store.sqlite_deliveries import SQLiteDeliveries
 from dispatcher.store.sqlite_endpoints import SQLiteEndpoints
 from dispatcher.store.sqlite_jobs import SQLiteJobs
+from dispatcher.store.stats import StoreStats
 from dispatcher.store.writer import Batch
 
 
@@ -113,6 +114,19 @@ class SQLiteStore(SQLiteJobs, SQLiteDeliveries, SQLiteEndpoints, Store):
                 batch.defer(sql.RENEW_DELIVERY_LEASE, (until, owner, delivery_id))
 
         await self._write(op)
+
+    async def stats(self, now: float) -> StoreStats:
+        jobs = await self._read(sql.STATS_JOBS)
+        oldest = await self._read(sql.STATS_OLDEST_QUEUED, (now,))
+        deliveries = (await self._read(sql.STATS_DELIVERIES))[0]
+        endpoints = (await self._read(sql.STATS_ENDPOINTS))[0]
+        return StoreStats(
+            jobs={(row["type"], row["status"]): row["n"] for row in jobs},
+            oldest_queued_at=oldest[0][0],
+            deliveries={"pending": deliveries[0], "failed": deliveries[1]},
+            endpoints_disabled=endpoints[0],
+            circuits_open=endpoints[1],
+        )
 
     async def purge(self, finished_before: float) -> int:
         def op(batch: Batch) -> int:

@@ -84,6 +84,10 @@ class SQLiteConnection:
             await self._reader.close()
         self._reader = self._writer = None
 
+    def observe_commits(self, callback: Callable[[int], None]) -> None:
+        if self._writer is not None:
+            self._writer.on_commit = callback
+
     async def ping(self) -> None:
         await self._read("SELECT 1")
 

@@ -249,3 +249,19 @@ FAIL_ENDPOINT_DELIVERIES = """
 UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, last_error = ?1
 WHERE endpoint_id = ?2 AND status = 'pending' AND (lease_until IS NULL OR lease_until < ?3)
 """
+
+# For the metrics, each count through an index of its own.
+STATS_JOBS = """
+SELECT type, 'queued' AS status, count(*) AS n FROM jobs WHERE status = 'queued' GROUP BY type
+UNION ALL
+SELECT type, 'running' AS status, count(*) AS n FROM jobs WHERE status = 'running' GROUP BY type
+"""
+STATS_OLDEST_QUEUED = "SELECT min(run_at) FROM jobs WHERE status = 'queued' AND run_at <= ?"
+STATS_DELIVERIES = """
+SELECT (SELECT count(*) FROM deliveries WHERE status = 'pending'),
+       (SELECT count(*) FROM deliveries WHERE status = 'failed')
+"""
+STATS_ENDPOINTS = """
+SELECT coalesce(sum(disabled_at IS NOT NULL), 0), coalesce(sum(circuit_since IS NOT NULL), 0)
+FROM endpoints WHERE deleted_at IS NULL
+"""

@@ -114,6 +114,8 @@ class GroupWriter:
         # Totals since start, for metrics: writes per commit is the batching factor.
         self.commits = 0
         self.writes = 0
+        # Told the number of writes of each commit (for the metrics).
+        self.on_commit: Callable[[int], None] | None = None
 
     async def run(self, function: Callable[[sqlite3.Connection], T]) -> T:
         """Run `function` on the writer's connection, outside any batch (opening, migrating)."""
@@ -181,6 +183,8 @@ class GroupWriter:
         else:
             self.commits += 1
             self.writes += len(batch)
+            if self.on_commit is not None:
+                self.on_commit(len(batch))
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
