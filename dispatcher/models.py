@@ -85,6 +85,11 @@ class Notify(Strict):
 
 
 class JobRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"type": "echo", "payload": {"hello": "world"}}]},
+    )
+
     type: str = Field(min_length=1, max_length=200)
     payload: Any
     callback_url: HttpUrl | None = None
@@ -142,6 +147,11 @@ InFlight = Annotated[int, Field(ge=1, le=1_000)]
 
 
 class EndpointRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"url": "https://partner.example/hooks"}]},
+    )
+
     url: HttpUrl
     description: str | None = Field(None, max_length=1000)
     headers: Headers = Field(default_factory=dict)

@@ -31,6 +31,12 @@ _IPV4_CHARS = re.compile(r"[0-9a-fx.]+", re.IGNORECASE)
 # RFC 6052 well-known NAT64 prefix: DNS64 hands these out for IPv4-only hosts.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
+# IETF protocol assignments: not globally reachable as a block (RFC 6890), but
+# for the two anycast services in it. The standard library of some Python
+# versions takes most of the block for global (192.0.0.8, the dummy address).
+_PROTOCOL_ASSIGNMENTS = ipaddress.IPv4Network("192.0.0.0/24")
+_REACHABLE_ASSIGNMENTS = frozenset(map(ipaddress.IPv4Address, ("192.0.0.9", "192.0.0.10")))
+
 REASON = "not public and not in DISPATCHER_ALLOW_NETWORKS"
 
 
@@ -78,6 +84,8 @@ def _is_public(address: Address) -> bool:
             return _is_public(embedded)
         if address.is_site_local:
             return False
+    elif address in _PROTOCOL_ASSIGNMENTS:
+        return address in _REACHABLE_ASSIGNMENTS
     # is_global alone passes multicast (224/4, ff00::/8) and ::/8.
     return address.is_global and not address.is_multicast and not address.is_reserved
 
