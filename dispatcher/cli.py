@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dispatcher import (
     __version__,
     cli_deliveries,
+    cli_endpoints,
     cli_jobs,
     cli_keys,
     cli_partner,
@@ -27,11 +28,11 @@ DESCRIPTION = """\
 dispatcher runs jobs for other services and returns each result as a signed
 webhook, an email or an SMS.
 
-`serve` runs the service. `keys`, `jobs` and `deliveries` talk to a running
-server. `listen` and `verify` check the webhooks a receiver gets."""
+`serve` runs the service. `keys`, `jobs`, `deliveries` and `endpoints` talk to
+a running server. `listen` and `verify` check the webhooks a receiver gets."""
 
 EPILOG = f"""\
-environment (keys, jobs and deliveries):
+environment (keys, jobs, deliveries and endpoints):
   DISPATCHER_URL      the server (default {cli_remote.DEFAULT_URL})
   DISPATCHER_KEY      an API key; keys and every tenant's objects need an admin's
   DISPATCHER_TIMEOUT  seconds before a request gives up (default {cli_remote.DEFAULT_TIMEOUT:g})
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_keys.add_commands(commands)
     cli_jobs.add_commands(commands)
     cli_deliveries.add_commands(commands)
+    cli_endpoints.add_commands(commands)
     cli_partner.add_commands(commands)
     return parser
 

@@ -56,6 +56,7 @@ async def submit(client: Client, args: argparse.Namespace) -> int:
         args.type,
         args.payload,
         callback_url=args.callback_url,
+        endpoint_id=args.endpoint,
         notify={k: v for k, v in notify.items() if v} or None,
         idempotency_key=args.idempotency_key,
     )
@@ -125,7 +126,11 @@ def add_commands(commands: Any) -> None:
         metavar="JSON",
         help="the payload: JSON text, @FILE or @- for standard input (default {})",
     )
-    new.add_argument("--callback-url", metavar="URL", help="where to POST the signed webhook")
+    webhook = new.add_mutually_exclusive_group()
+    webhook.add_argument("--callback-url", metavar="URL", help="where to POST the signed webhook")
+    webhook.add_argument(
+        "--endpoint", metavar="ID", help="send the webhook to this endpoint (ep_…) instead"
+    )
     new.add_argument("--email", help="also email the result to this address")
     new.add_argument("--sms", metavar="NUMBER", help="also text the status to this E.164 number")
     new.add_argument(

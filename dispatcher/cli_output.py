@@ -36,6 +36,15 @@ KEY_COLUMNS: Columns = (
     ("created_at", "CREATED"),
     ("last_used_at", "LAST USED"),
 )
+ENDPOINT_COLUMNS: Columns = (
+    ("id", "ID"),
+    ("url", "URL"),
+    ("signature", "SIGNATURE"),
+    ("disabled", "DISABLED"),
+    ("circuit", "CIRCUIT"),
+    ("created_at", "CREATED"),
+    ("description", "DESCRIPTION"),
+)
 JOB_DELIVERY_COLUMNS: Columns = (
     ("id", "DELIVERY"),
     ("status", "STATUS"),
@@ -44,6 +53,8 @@ JOB_DELIVERY_COLUMNS: Columns = (
     ("attempt_count", "ATTEMPTS"),
 )
 TENANT = ("tenant", "TENANT")
+# What an endpoint signs with, as `endpoints create` and `endpoints rotate` show it.
+CREDENTIALS = (("secret", "secret"), ("public key", "public_key"))
 
 
 def one_line(text: str) -> str:
@@ -162,6 +173,49 @@ def describe_key(created: dict[str, Any]) -> list[str]:
             ("admin", "admin"),
         ),
     )
+
+
+def credential(answer: dict[str, Any]) -> list[str]:
+    """The secret or public key a new or rotated endpoint signs with, as a labelled line."""
+    return fields(
+        answer,
+        [(label, name) for label, name in CREDENTIALS if isinstance(answer.get(name), str)],
+    )
+
+
+def describe_endpoint(endpoint: dict[str, Any], public_key: str | None = None) -> list[str]:
+    """An endpoint: with its secret when just made, or the `public_key` `show` read for it."""
+    lines = [*fields(endpoint, (("endpoint", "id"),)), *credential(endpoint)]
+    if public_key is not None and "public_key" not in endpoint:
+        lines.append(f"{'public key':<16}{cell(public_key)}")
+    lines += fields(endpoint, (("url", "url"), ("description", "description")))
+    lines.append(f"{'signature':<16}{cell(endpoint.get('signature'))}")
+    events = endpoint.get("event_types")
+    shown = ", ".join(cell(e) for e in events) if isinstance(events, list) else "all"
+    lines.append(f"{'events':<16}{shown}")
+    headers = endpoint.get("headers")
+    for name, value in headers.items() if isinstance(headers, dict) else ():
+        lines.append(f"{'header':<16}{cell(name)}: {clip(str(value))}")
+    rate = endpoint.get("rate_limit")
+    lines.append(f"{'rate limit':<16}{cell(rate)}{' a second' if rate is not None else ''}")
+    lines += fields(endpoint, (("max in flight", "max_in_flight"),))
+    lines.append(f"{'state':<16}{_state(endpoint)}")
+    circuit = cell(endpoint.get("circuit"))
+    if endpoint.get("circuit_since"):
+        circuit += f" since {cell(endpoint['circuit_since'])}"
+    lines.append(f"{'circuit':<16}{circuit}")
+    return lines + fields(endpoint, (("created", "created_at"), ("updated", "updated_at")))
+
+
+def _state(endpoint: dict[str, Any]) -> str:
+    if not endpoint.get("disabled"):
+        return "enabled"
+    state = "disabled"
+    if endpoint.get("disabled_at"):
+        state += f" since {cell(endpoint['disabled_at'])}"
+    if endpoint.get("disabled_reason"):
+        state += f": {clip(str(endpoint['disabled_reason']))}"
+    return state
 
 
 def clip(text: str, size: int = 200) -> str:

@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 
 from dispatcher import __version__
+from dispatcher.client_admin import AdminMixin, _drop_none, _segment
 
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 MAX_WAIT = 60  # the API holds a long-poll at most this many seconds
@@ -86,10 +86,6 @@ def rfc3339(moment: Moment) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in values.items() if value is not None}
-
-
 def _query(values: Mapping[str, Any]) -> dict[str, str]:
     query = {}
     for name, value in _drop_none(values).items():
@@ -101,18 +97,13 @@ def _query(values: Mapping[str, Any]) -> dict[str, str]:
     return query
 
 
-def _segment(value: str) -> str:
-    # Ids go into the path; quoting keeps a stray "/" or "?" from reaching another route.
-    # An id typed on a terminal that is not UTF-8 still reaches the server, as its bytes.
-    return quote(str(value), safe="", errors="surrogateescape")
-
-
-class Client:
+class Client(AdminMixin):
     """A client for one dispatcher, speaking as one API key.
 
     Seconds, past which a call raises `ClientError`: `timeout` for each request
     (a long-poll adds the server's wait), `connect_timeout` for the connection,
-    `stream_read_timeout` for a stream's silence (heartbeats count)."""
+    `stream_read_timeout` for a stream's silence (heartbeats count). The key and
+    endpoint methods are `AdminMixin`'s."""
 
     def __init__(
         self,
@@ -289,22 +280,7 @@ class Client:
         body["dry_run"] = dry_run
         return await self._request("POST", "/v1/deliveries/replay", json=body)
 
-    # Keys
-
-    async def create_key(self, tenant: str, admin: bool = False) -> dict[str, Any]:
-        """A new API key (admin only): `{"key", "tenant", "admin", "signing_secret"}`."""
-        return await self._request("POST", "/v1/keys", json={"tenant": tenant, "admin": admin})
-
-    async def list_keys(
-        self, limit: int | None = None, cursor: str | None = None
-    ) -> dict[str, Any]:
-        """One page of API keys (admin only), each without its secret part: its `prefix`."""
-        params = _query({"limit": limit, "cursor": cursor})
-        return await self._request("GET", "/v1/keys", params=params)
-
-    async def revoke_key(self, prefix: str) -> None:
-        """Revoke the key that `prefix` names (admin only); streams opened with it close."""
-        await self._request("DELETE", f"/v1/keys/{_segment(prefix)}")
+    # Keys and endpoints: inherited from AdminMixin (dispatcher/client_admin.py).
 
     # Plumbing
 
