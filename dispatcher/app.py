@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from dispatcher import __version__
-from dispatcher.api import deliveries, endpoints, jobs, keys, openapi, service, stream
+from dispatcher.api import console, deliveries, endpoints, jobs, keys, openapi, service, stream
 from dispatcher.api.authn import auth_middleware
 from dispatcher.api.context import SERVICES, Services
 from dispatcher.api.limits import InProgress
@@ -63,7 +63,7 @@ def create_app(settings: Settings, *, announce: Announce | None = None) -> web.A
         middlewares=[problem_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
-    for module in (service, openapi, keys, jobs, endpoints, deliveries, stream):
+    for module in (service, openapi, console, keys, jobs, endpoints, deliveries, stream):
         app.add_routes(module.routes)
     # Made here, not at startup, so a bad database URL or a handler module
     # that does not import fails before anything is opened.
