@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictInt,
 )
 from yarl import URL
 
@@ -31,6 +32,11 @@ def _phone(value: str) -> str:
     return value
 
 
+# A host name as DNS has them (letters, digits, hyphens and, in practice,
+# underscores, in dot-separated labels), after IDNA; or an address literal.
+HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
 def _http_url(value: str) -> str:
     try:
         url = URL(value)
@@ -38,7 +44,16 @@ def _http_url(value: str) -> str:
         raise ValueError("must be an absolute http or https URL") from exc
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError("must be an absolute http or https URL")
+    if not _valid_host(url.raw_host or ""):
+        raise ValueError("must name a valid host: a DNS name or an IP address")
     return value
+
+
+def _valid_host(host: str) -> bool:
+    if ":" in host:  # an IPv6 literal; yarl has taken its brackets off
+        return all(c in "0123456789abcdefABCDEF:.%" for c in host)
+    labels = host.removesuffix(".").split(".")
+    return len(host) <= 253 and all(HOST_LABEL.fullmatch(label) for label in labels)
 
 
 def _in_range(value: datetime) -> datetime:
@@ -142,8 +157,17 @@ def _event_types(value: list[str] | None) -> list[str] | None:
 
 Headers = Annotated[dict[str, str], AfterValidator(_headers)]
 EventTypes = Annotated[list[EventType] | None, Field(min_length=1), AfterValidator(_event_types)]
-RateLimit = Annotated[int, Field(ge=1, le=10_000)]
-InFlight = Annotated[int, Field(ge=1, le=1_000)]
+RateLimit = Annotated[StrictInt, Field(ge=1, le=10_000)]
+InFlight = Annotated[StrictInt, Field(ge=1, le=1_000)]
+
+
+def _printable(value: str) -> str:
+    if not all(c.isprintable() or c in "\n\t" for c in value):
+        raise ValueError("must be printable text: no control characters but tabs and newlines")
+    return value
+
+
+Description = Annotated[str, Field(max_length=1000), AfterValidator(_printable)]
 
 
 class EndpointRequest(Strict):
@@ -153,7 +177,7 @@ class EndpointRequest(Strict):
     )
 
     url: HttpUrl
-    description: str | None = Field(None, max_length=1000)
+    description: Description | None = None
     headers: Headers = Field(default_factory=dict)
     event_types: EventTypes = None
     signature: Literal["hmac", "ed25519"] = "hmac"
@@ -165,7 +189,7 @@ class EndpointPatch(Strict):
     """Only the fields given change; null clears an optional one."""
 
     url: HttpUrl | None = None
-    description: str | None = Field(None, max_length=1000)
+    description: Description | None = None
     headers: Headers | None = None
     event_types: EventTypes = None
     rate_limit: RateLimit | None = None

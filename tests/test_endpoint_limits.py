@@ -160,3 +160,26 @@ async def test_a_waiting_delivery_says_when_it_will_be_tried(make_api, aiohttp_s
 async def _endpoint_if(api: Api, endpoint_id: str, test: Any) -> tuple[int, Any] | None:
     status, found = await api.call("GET", f"/v1/endpoints/{endpoint_id}")
     return (status, found) if test(found) else None
+
+
+async def test_re_enabling_or_a_new_url_closes_the_circuit_at_once(make_api, aiohttp_server):
+    api = await make_api(retry_schedule="60,60,60")
+    dead = await counting(aiohttp_server, status=503)
+    endpoint_id = await endpoint(api, dead.url)
+    await api.submit(type="echo", payload=0, endpoint_id=endpoint_id)
+    await wait_for(lambda: _endpoint_if(api, endpoint_id, lambda e: e["circuit"] == "open"))
+    await submit_many(api, endpoint_id, 3)  # these wait behind the circuit, a minute off
+
+    fixed = await counting(aiohttp_server)
+    status, changed = await api.call(
+        "PATCH", f"/v1/endpoints/{endpoint_id}", json={"url": fixed.url}
+    )
+    assert status == 200 and changed["circuit"] == "closed"
+    # The waiting three go to the new URL now, not after the probe a minute away.
+    await wait_for(lambda: len(fixed.arrivals) == 3, timeout=10)
+
+    dead.status = 200
+    status, _ = await api.call("PATCH", f"/v1/endpoints/{endpoint_id}", json={"url": dead.url})
+    assert status == 200
+    await submit_many(api, endpoint_id, 1)
+    await wait_for(lambda: len(dead.arrivals) >= 2, timeout=10)

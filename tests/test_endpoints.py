@@ -333,3 +333,38 @@ async def test_a_tenant_may_have_only_so_many_endpoints(api, make_receiver, monk
     await create(api, url=url)  # another tenant is not held to acme's count
     assert (await acme.call("DELETE", f"/v1/endpoints/{first['id']}"))[0] == 204
     await create(acme, url=url)
+
+
+async def test_an_admin_reads_another_tenants_endpoint_but_cannot_change_it(api, make_receiver):
+    acme, _ = await api.new_tenant("acme")
+    made = await create(acme, url=(await make_receiver()).url)
+    assert (await endpoint(api, made["id"]))["id"] == made["id"]
+    _, listed = await api.call("GET", "/v1/endpoints")
+    assert made["id"] in [e["id"] for e in listed["items"]]
+    for method, path, body in (
+        ("PATCH", "", {"url": "https://example.com/elsewhere"}),
+        ("DELETE", "", None),
+        ("POST", "/rotate-secret", None),
+    ):
+        status, _ = await api.call(method, f"/v1/endpoints/{made['id']}{path}", json=body)
+        assert status == 404, (method, path)
+    assert (await endpoint(acme, made["id"]))["url"] == made["url"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"rate_limit": True},
+        {"rate_limit": "5"},
+        {"max_in_flight": 2.0},
+        {"description": "nul\x00inside"},
+        {"url": "https://exa mple.com/"},
+        {"url": "http://-/"},
+        {"url": "http://a..b/"},
+        {"url": "http://user:pw@127.0.0.1:9/h", "headers": {"Authorization": "Bearer x"}},
+    ],
+)
+async def test_loose_values_are_refused_too(api, fields):
+    body = {"url": "http://127.0.0.1:9/h", **fields}
+    status, problem = await api.call("POST", "/v1/endpoints", json=body)
+    assert status == 422, (fields, problem)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from dispatcher.api.answers import json_answer
 from dispatcher.api.context import Services, principal, services
@@ -35,6 +36,13 @@ def _checked_url(svc: Services, url: str) -> str:
     return url
 
 
+def _one_authorization(url: str, headers: dict[str, str] | None) -> None:
+    """A user and password in the URL are sent as an Authorization header: not both."""
+    if URL(url).user is not None and "authorization" in {h.lower() for h in headers or {}}:
+        message = "give credentials in the URL or an Authorization header, not both"
+        raise Invalid(message, [{"field": "headers", "message": message, "type": "value_error"}])
+
+
 def _new_secret(signature: Signature) -> str:
     return generate_signing_key()[0] if signature is Signature.ED25519 else generate_secret()
 
@@ -46,11 +54,18 @@ def _credential(endpoint: Endpoint) -> dict[str, str]:
     return {"secret": endpoint.secrets.current}
 
 
-async def _find(request: web.Request) -> Endpoint:
+def _scope(request: web.Request, change: bool) -> str | None:
+    """Whose endpoints a key reaches: an admin reads every tenant's, but changes only its
+    own (a rotation would hand it another tenant's secret, a new URL its webhooks)."""
+    who = principal(request)
+    return who.tenant if change else who.scope()
+
+
+async def _find(request: web.Request, *, change: bool = False) -> Endpoint:
     endpoint_id = request.match_info["id"]
     found = None
     if is_id(endpoint_id, "ep"):
-        found = await services(request).store.get_endpoint(endpoint_id, principal(request).scope())
+        found = await services(request).store.get_endpoint(endpoint_id, _scope(request, change))
     if found is None:
         raise NotFound(f"no endpoint {endpoint_id}")
     return found
@@ -60,6 +75,7 @@ async def _find(request: web.Request) -> Endpoint:
 async def create(request: web.Request) -> web.Response:
     svc = services(request)
     spec, _ = await body(request, EndpointRequest, svc.settings.max_body_bytes)
+    _one_authorization(spec.url, spec.headers)
     signature = Signature(spec.signature)
     endpoint = await svc.store.create_endpoint(
         NewEndpoint(
@@ -100,9 +116,12 @@ async def update(request: web.Request) -> web.Response:
     svc = services(request)
     who = principal(request)
     spec, _ = await body(request, EndpointPatch, svc.settings.max_body_bytes)
-    endpoint = await _find(request)
+    endpoint = await _find(request, change=True)
     changes = _changes(svc, spec, who.prefix)
-    updated = await svc.store.update_endpoint(endpoint.id, who.scope(), changes, now())
+    _one_authorization(
+        changes.values.get("url", endpoint.url), changes.values.get("headers", endpoint.headers)
+    )
+    updated = await svc.store.update_endpoint(endpoint.id, who.tenant, changes, now())
     if updated is None:
         raise NotFound(f"no endpoint {endpoint.id}")
     svc.endpoints.forget(endpoint.id)
@@ -141,8 +160,8 @@ def _null(field: str) -> dict[str, str]:
 @routes.delete("/v1/endpoints/{id}")
 async def delete(request: web.Request) -> web.Response:
     svc = services(request)
-    endpoint = await _find(request)
-    if not await svc.store.delete_endpoint(endpoint.id, principal(request).scope(), now()):
+    endpoint = await _find(request, change=True)
+    if not await svc.store.delete_endpoint(endpoint.id, principal(request).tenant, now()):
         raise NotFound(f"no endpoint {endpoint.id}")
     svc.endpoints.forget(endpoint.id)
     return web.Response(status=204)
@@ -151,11 +170,11 @@ async def delete(request: web.Request) -> web.Response:
 @routes.post("/v1/endpoints/{id}/rotate-secret")
 async def rotate(request: web.Request) -> web.Response:
     svc = services(request)
-    endpoint = await _find(request)
+    endpoint = await _find(request, change=True)
     at = now()
     rotated = await svc.store.rotate_endpoint_secret(
         endpoint.id,
-        principal(request).scope(),
+        principal(request).tenant,
         _new_secret(endpoint.signature),
         at + svc.settings.rotation_grace,
         at,

@@ -122,16 +122,25 @@ class Deliverer(ClaimLoop[DueDelivery]):
     async def _through_gates(self, claimed: list[DueDelivery]) -> list[DueDelivery]:
         """The claimed deliveries their endpoints let pass now; the others go back as they were."""
         passed, held = [], []
-        for due in claimed:
-            endpoint_id = due.delivery.endpoint_id
-            if endpoint_id is None:
-                passed.append(due)
-                continue
-            endpoint = await self._endpoints.get(endpoint_id)
-            if endpoint is None or self.admit(due.delivery.id, endpoint):
-                passed.append(due)
-            else:
-                held.append(due.delivery.id)
+        try:
+            for due in claimed:
+                endpoint_id = due.delivery.endpoint_id
+                # One still in hand here (its lease lapsed while its attempt was being
+                # recorded) is not started again, so it does not pass its gate again.
+                if endpoint_id is None or due.delivery.id in self._active:
+                    passed.append(due)
+                    continue
+                endpoint = await self._endpoints.get(endpoint_id)
+                if endpoint is None or self.admit(due.delivery.id, endpoint):
+                    passed.append(due)
+                else:
+                    held.append(due.delivery.id)
+        except Exception:
+            # None of it starts: each gate gets back what it let through.
+            for due in passed:
+                self._leave_gate(due.delivery.id)
+            await self._hand_back([due.delivery.id for due in claimed])
+            raise
         if held:
             await self._hand_back(held)
         return passed

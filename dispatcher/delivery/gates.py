@@ -226,9 +226,16 @@ class Gates:
             self._changed.add(endpoint_id)
 
     def rooms(self, at: float) -> tuple[list[str], dict[str, int]]:
-        """Endpoints nothing may pass now, and the room of those with a bound."""
+        """Endpoints nothing may pass now, and the room of those with a bound.
+
+        An endpoint changed through the API is not bounded by what its gate knew
+        (a circuit its re-enabling closed): a claim takes its deliveries, and
+        passing them through its gate brings the gate up to date.
+        """
         closed, room = [], {}
         for endpoint_id, gate in self._gates.items():
+            if endpoint_id in self._changed:
+                continue
             left = gate.room(at)
             if left is None:
                 continue

@@ -84,6 +84,8 @@ class SQLiteEndpoints(SQLiteConnection):
                 batch.db.execute(
                     sql.MOVE_ENDPOINT_DELIVERIES, (values["url"], values["host"], endpoint_id)
                 )
+            if "url" in values or changes.enable:
+                batch.db.execute(sql.RESET_ENDPOINT_HEALTH, (endpoint_id,))
             if changes.enable:
                 batch.db.execute(sql.ENABLE_ENDPOINT, (endpoint_id,))
             if changes.disable_reason is not None:

@@ -214,11 +214,14 @@ SELECT * FROM endpoints WHERE deleted_at IS NULL AND (?1 IS NULL OR tenant = ?1)
 ORDER BY id DESC LIMIT ?3
 """
 
-ENABLE_ENDPOINT = """
-UPDATE endpoints SET disabled_reason = NULL, disabled_at = NULL, failing_since = NULL,
-                     circuit_since = NULL, circuit_probe_at = NULL, circuit_probes = 0
+# What its attempts taught is forgotten when it is enabled again or points elsewhere.
+RESET_ENDPOINT_HEALTH = """
+UPDATE endpoints SET failing_since = NULL, circuit_since = NULL, circuit_probe_at = NULL,
+                     circuit_probes = 0
 WHERE id = ?
 """
+
+ENABLE_ENDPOINT = "UPDATE endpoints SET disabled_reason = NULL, disabled_at = NULL WHERE id = ?"
 
 DISABLE_ENDPOINT = """
 UPDATE endpoints SET disabled_reason = ?1, disabled_at = ?2 WHERE id = ?3 AND disabled_at IS NULL
