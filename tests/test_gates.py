@@ -7,7 +7,7 @@ from dataclasses import replace
 from dispatcher.delivery.gates import CIRCUIT_WINDOW, RECOVERY_RATE, Gate, Gates
 from dispatcher.delivery.policy import AttemptResult
 from dispatcher.store.endpoint_records import Endpoint, EndpointHealth, Signature
-from dispatcher.store.records import SigningSecrets
+from dispatcher.store.signing import SigningSecrets
 
 T0 = 1_700_000_000.0
 SCHEDULE = (5.0, 300.0, 1800.0)

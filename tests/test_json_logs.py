@@ -3,7 +3,6 @@ stderr, from its first line to its last, is one JSON object a log pipeline can p
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import wait_for
-from tests.support.process import DISPATCHER, REPO_ROOT, free_port
+from tests.support.process import REPO_ROOT, free_port, serve_until_it_stops
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -73,17 +72,10 @@ async def _serve_fails(tmp_path: Path, **settings: str) -> str:
         "DISPATCHER_LOG_FORMAT": "json",
         **settings,
     }
-    process = await asyncio.create_subprocess_exec(
-        DISPATCHER, "serve", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), 15)
-    finally:
-        if process.returncode is None:
-            process.kill()
-    assert process.returncode != 0
-    json_lines(stdout.decode())
-    [line] = json_lines(stderr.decode())
+    code, stdout, stderr = await serve_until_it_stops(env)
+    assert code != 0
+    json_lines(stdout)
+    [line] = json_lines(stderr)
     assert line["level"] == "ERROR" and line["event"] == "dispatcher.failed"
     return str(line["reason"])
 

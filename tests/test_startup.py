@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import pytest
@@ -11,7 +10,7 @@ from dispatcher.handlers import load_registry
 from dispatcher.settings import Settings
 from dispatcher.startup import summary
 from tests.conftest import ADMIN_KEY
-from tests.support.process import DISPATCHER, free_port
+from tests.support.process import free_port, serve_until_it_stops
 
 
 def test_the_summary_names_the_database_job_types_and_changed_settings(tmp_path, monkeypatch):
@@ -70,14 +69,7 @@ async def _serve_fails(**settings: str) -> str:
         "DISPATCHER_ADMIN_KEY": ADMIN_KEY,
         **settings,
     }
-    process = await asyncio.create_subprocess_exec(
-        DISPATCHER, "serve", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        _, stderr = await asyncio.wait_for(process.communicate(), 15)
-    finally:
-        if process.returncode is None:
-            process.kill()
-    assert process.returncode == 1
-    [line] = stderr.decode().strip().splitlines()
+    code, _, stderr = await serve_until_it_stops(env)
+    assert code == 1
+    [line] = stderr.strip().splitlines()
     return line

@@ -17,7 +17,8 @@ from dispatcher.delivery.endpoints import EndpointBook
 from dispatcher.delivery.remembered import Remembered
 from dispatcher.ids import now
 from dispatcher.store.base import Store
-from dispatcher.store.records import Delivery, SigningSecrets
+from dispatcher.store.records import Delivery
+from dispatcher.store.signing import SigningSecrets
 
 CACHE_SECONDS = 5.0
 # Tenants remembered at once; past it the memory starts over.

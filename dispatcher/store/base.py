@@ -23,8 +23,8 @@ from dispatcher.store.records import (
     NewJob,
     Outcome,
     Page,
-    SigningSecrets,
 )
+from dispatcher.store.signing import SigningSecrets
 from dispatcher.store.stats import StoreStats
 
 

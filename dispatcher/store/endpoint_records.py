@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from dispatcher.ids import rfc3339
-from dispatcher.store.records import SigningSecrets
+from dispatcher.store.signing import SigningSecrets
 
 
 class Signature(StrEnum):

@@ -11,8 +11,8 @@ from dispatcher.store.base import Store
 from dispatcher.store.records import (
     ApiKey,
     Page,
-    SigningSecrets,
 )
+from dispatcher.store.signing import SigningSecrets
 from dispatcher.store.sqlite_base import page_of
 from dispatcher.store.sqlite_deliveries import SQLiteDeliveries
 from dispatcher.store.sqlite_endpoints import SQLiteEndpoints

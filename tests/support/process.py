@@ -182,3 +182,19 @@ async def serve(http: Http, tmp_path: Path) -> AsyncIterator[Callable[..., Await
             await server.kill()
     # What each process logged (stderr; stdout prints the first admin key on purpose).
     assert_no_secret_in(*(server.stderr_file for server in started))
+
+
+async def serve_until_it_stops(env: dict[str, str], timeout: float = 15) -> tuple[int, str, str]:
+    """Run a `dispatcher serve` that must stop by itself (a bad setting, a busy port):
+    its exit status, stdout and stderr. Killed if it is still running at `timeout`."""
+    process = await asyncio.create_subprocess_exec(
+        DISPATCHER, "serve", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
