@@ -313,7 +313,7 @@ def _forget(task: asyncio.Future[Any]) -> None:
 
 
 def _about(job: Job, action: str) -> dict[str, str]:
-    return {"action": action, "job_id": job.id, "job_type": job.type}
+    return {"action": action, "job_id": job.id, "job_type": job.type, "tenant": job.tenant}
 
 
 def _handler_failed(job: Job, exc: BaseException) -> Outcome:

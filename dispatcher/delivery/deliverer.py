@@ -349,11 +349,14 @@ def _log_attempt(record: AttemptRecord, delivery: Delivery) -> None:
     details: dict[str, object] = {
         "delivery_id": delivery.id,
         "job_id": delivery.job_id,
+        "tenant": delivery.tenant,
         "channel": str(delivery.channel),
         "attempt": attempt.number,
         "status_code": attempt.status_code,
         "outcome": str(record.status),
     }
+    if delivery.endpoint_id is not None:
+        details["endpoint_id"] = delivery.endpoint_id
     if attempt.error:
         details["error"] = attempt.error
     if record.next_attempt_at is not None:
