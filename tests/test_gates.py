@@ -120,8 +120,10 @@ def test_a_change_through_the_api_resets_the_health_the_gate_keeps():
     gate = gates.of(endpoint(), T0)
     learn(gate, FAILED, T0)
     assert gate.health.open
-    gates.changed("ep_1")
-    same = gates.of(replace(endpoint(), rate_limit=7), T0)
-    assert same is gate and not gate.health.open and gate.endpoint.rate_limit == 7
-    closed, room = gates.rooms(T0)
+    assert gates.rooms(T0 + 1)[0] == ["ep_1"]  # passed over: the circuit is open
+    gates.changed(replace(endpoint(), rate_limit=7, updated_at=T0 + 1))
+    assert not gate.health.open and gate.endpoint.rate_limit == 7
+    closed, room = gates.rooms(T0 + 1)
     assert closed == [] and room["ep_1"] >= 1
+    # A copy read before that change does not undo it.
+    assert gates.of(endpoint(), T0 + 2) is gate and gate.endpoint.rate_limit == 7

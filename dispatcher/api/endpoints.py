@@ -124,7 +124,7 @@ async def update(request: web.Request) -> web.Response:
     updated = await svc.store.update_endpoint(endpoint.id, who.tenant, changes, now())
     if updated is None:
         raise NotFound(f"no endpoint {endpoint.id}")
-    svc.endpoints.forget(endpoint.id)
+    svc.endpoints.changed(updated)
     return json_answer(updated.public())
 
 
@@ -163,7 +163,9 @@ async def delete(request: web.Request) -> web.Response:
     endpoint = await _find(request, change=True)
     if not await svc.store.delete_endpoint(endpoint.id, principal(request).tenant, now()):
         raise NotFound(f"no endpoint {endpoint.id}")
-    svc.endpoints.forget(endpoint.id)
+    deleted = await svc.store.get_endpoint(endpoint.id, None, deleted=True)
+    if deleted is not None:
+        svc.endpoints.changed(deleted)
     return web.Response(status=204)
 
 
@@ -181,7 +183,7 @@ async def rotate(request: web.Request) -> web.Response:
     )
     if rotated is None:
         raise NotFound(f"no endpoint {endpoint.id}")
-    svc.endpoints.forget(endpoint.id)
+    svc.endpoints.changed(rotated)
     return json_answer(_credential(rotated))
 
 

@@ -1,7 +1,7 @@
 """Registered endpoints as jobs and deliveries need them: read once in a while, not per webhook.
 
-A change made through this process's API is seen at once (the API calls
-`forget`); another instance's change within `CACHE_SECONDS`. Deleted
+A change made through this process's API is seen at once (the API hands over
+the endpoint as written, `changed`); another instance's within `CACHE_SECONDS`. Deleted
 endpoints are found too, so that what is still on its way to one can end
 saying why.
 """
@@ -23,7 +23,7 @@ class EndpointBook:
     def __init__(self, store: Store, cache_seconds: float = CACHE_SECONDS) -> None:
         self._store = store
         self._known: Remembered[str, Endpoint | None] = Remembered(cache_seconds, MAX_ENDPOINTS)
-        self._listeners: list[Callable[[str], None]] = []
+        self._listeners: list[Callable[[Endpoint], None]] = []
 
     async def get(self, endpoint_id: str) -> Endpoint | None:
         """The endpoint, of whichever tenant, deleted or not; None if it never was."""
@@ -39,15 +39,15 @@ class EndpointBook:
             return None
         return endpoint
 
-    def forget(self, endpoint_id: str) -> None:
-        """It changed here: read it again, and tell those who keep state of it."""
-        self._known.forget(endpoint_id)
+    def changed(self, endpoint: Endpoint) -> None:
+        """It was just changed here, to this: keep it, and tell those who keep state of it."""
+        self._known.put(endpoint.id, endpoint)
         for listener in self._listeners:
-            listener(endpoint_id)
+            listener(endpoint)
 
     def refresh(self, endpoint_id: str) -> None:
         """Its health changed by an attempt here: read it again, telling no one."""
         self._known.forget(endpoint_id)
 
-    def on_change(self, listener: Callable[[str], None]) -> None:
+    def on_change(self, listener: Callable[[Endpoint], None]) -> None:
         self._listeners.append(listener)

@@ -205,7 +205,6 @@ class Gates:
 
     def __init__(self) -> None:
         self._gates: dict[str, Gate] = {}
-        self._changed: set[str] = set()
 
     def of(self, endpoint: Endpoint, at: float) -> Gate:
         gate = self._gates.get(endpoint.id)
@@ -213,29 +212,22 @@ class Gates:
             if len(self._gates) >= MAX_GATES:
                 self._drop_idle()
             gate = self._gates[endpoint.id] = Gate(endpoint, at)
-            self._changed.discard(endpoint.id)
-        else:
-            changed = endpoint.id in self._changed
-            self._changed.discard(endpoint.id)
-            gate.sync(endpoint, changed)
+        elif endpoint.updated_at >= gate.endpoint.updated_at:
+            # Its settings; never a copy read before the last change through the API.
+            gate.sync(endpoint, changed=False)
         return gate
 
-    def changed(self, endpoint_id: str) -> None:
-        """Its settings or health were changed through the API: take them up at the next look."""
-        if endpoint_id in self._gates:
-            self._changed.add(endpoint_id)
+    def changed(self, endpoint: Endpoint) -> None:
+        """It was changed through the API (re-enabled, pointed elsewhere): take up its
+        settings and its health now, so that no claim passes it over on what was."""
+        gate = self._gates.get(endpoint.id)
+        if gate is not None:
+            gate.sync(endpoint, changed=True)
 
     def rooms(self, at: float) -> tuple[list[str], dict[str, int]]:
-        """Endpoints nothing may pass now, and the room of those with a bound.
-
-        An endpoint changed through the API is not bounded by what its gate knew
-        (a circuit its re-enabling closed): a claim takes its deliveries, and
-        passing them through its gate brings the gate up to date.
-        """
+        """Endpoints nothing may pass now, and the room of those with a bound."""
         closed, room = [], {}
         for endpoint_id, gate in self._gates.items():
-            if endpoint_id in self._changed:
-                continue
             left = gate.room(at)
             if left is None:
                 continue

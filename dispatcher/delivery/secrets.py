@@ -43,10 +43,12 @@ class TenantSecrets:
 
 @dataclass(frozen=True, slots=True)
 class Signing:
-    """The secrets one webhook is signed with, newest first, and the headers it adds."""
+    """The secrets one webhook is signed with, newest first, the headers it adds, and
+    where it goes if not to its own target (an endpoint that was pointed elsewhere)."""
 
     secrets: list[str]
     headers: Mapping[str, str] = field(default_factory=dict)
+    url: str | None = None
 
 
 class Signers:
@@ -60,4 +62,4 @@ class Signers:
         endpoint = await self._endpoints.get(delivery.endpoint_id)
         if endpoint is None:
             return Signing([])
-        return Signing(endpoint.secrets.active(now()), endpoint.headers)
+        return Signing(endpoint.secrets.active(now()), endpoint.headers, endpoint.url)

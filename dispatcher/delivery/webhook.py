@@ -72,7 +72,7 @@ class WebhookSender:
         }
         try:
             async with self._session.post(
-                delivery.target,
+                signing.url or delivery.target,
                 data=due.body,
                 headers=headers,
                 allow_redirects=False,

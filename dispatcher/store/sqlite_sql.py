@@ -90,11 +90,15 @@ EXPIRED_DEADLINES = """
 SELECT * FROM jobs WHERE status = 'queued' AND deadline IS NOT NULL AND deadline < ? LIMIT ?
 """
 
-# With a lease, taken already: handed straight to a free delivery slot.
+# With a lease, taken already: handed straight to a free delivery slot. An
+# endpoint's delivery goes where the endpoint points as this commits, even if
+# its URL changed while the job ended.
 INSERT_DELIVERY = """
 INSERT INTO deliveries (id, tenant, job_id, channel, target, endpoint_id, event_type, status,
                         next_attempt_at, created_at, body, host, lease_owner, lease_until)
-VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)
+VALUES (?1, ?2, ?3, ?4, coalesce((SELECT url FROM endpoints WHERE id = ?6), ?5), ?6, ?7,
+        'pending', ?8, ?9, ?10, coalesce((SELECT host FROM endpoints WHERE id = ?6), ?11),
+        ?12, ?13)
 """
 
 # A delivery set off by another one: same tenant and job.
