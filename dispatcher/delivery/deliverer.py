@@ -139,7 +139,9 @@ class Deliverer(ClaimLoop[DueDelivery]):
             # None of it starts: each gate gets back what it let through.
             for due in passed:
                 self._leave_gate(due.delivery.id)
-            await self._hand_back([due.delivery.id for due in claimed])
+            await self._hand_back(
+                [d.delivery.id for d in claimed if d.delivery.id not in self._active]
+            )
             raise
         if held:
             await self._hand_back(held)
