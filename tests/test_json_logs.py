@@ -47,10 +47,23 @@ async def test_every_line_from_start_to_stop_is_json(serve, http, tmp_path, make
         {"type": "raises", "payload": {}},
         {"type": "fail", "payload": {"message": "no"}},
     ]
+    ids = []
     for job in jobs:
         async with http.session.post(server.url + "/v1/jobs", json=job, headers=headers) as r:
             assert r.status == 202, await r.text()
+            ids.append((await r.json())["id"])
     await receiver.wait_for_requests(1)
+    for job_id in ids:  # every job ended, and the webhook's failure is on record
+        status, done = await http.call(server, "GET", f"/v1/jobs/{job_id}?wait=10", key=key)
+        assert status == 200 and done["status"] in ("succeeded", "failed"), done
+    status, first = await http.call(server, "GET", f"/v1/jobs/{ids[0]}", key=key)
+    delivery_id = first["deliveries"][0]["id"]
+
+    async def delivery_failed() -> bool:
+        _, found = await http.call(server, "GET", f"/v1/deliveries/{delivery_id}", key=key)
+        return found["status"] == "failed"
+
+    await wait_for(delivery_failed)
     server.process.send_signal(signal.SIGTERM)
     assert await server.exit_code(timeout=20) == 0
 

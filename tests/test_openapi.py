@@ -117,6 +117,9 @@ schema = schemathesis.openapi.from_dict(document()).exclude(
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_fuzzed_requests_get_no_5xx_and_answers_match_their_schema(case, server):
     case.body = _harmless(case.body)
+    # Made-up headers (Expect: nonsense, a bad Transfer-Encoding) test aiohttp's own
+    # HTTP parser, not the routes this document describes: none is sent.
+    case.headers = {}
     case.call_and_validate(
         base_url=server,
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},

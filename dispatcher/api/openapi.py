@@ -26,7 +26,7 @@ routes = web.RouteTableDef()
 REF = "#/components/schemas/{model}"
 PROBLEM = "application/problem+json"
 PROBLEM_TEXT = {
-    400: "Malformed JSON, or a body that is not UTF-8",
+    400: "Malformed JSON, a body that is not UTF-8, or a request HTTP cannot parse",
     401: "No valid API key",
     403: "Needs an admin key",
     404: "No such object (or another tenant's)",
@@ -197,8 +197,11 @@ def _responses(op: Operation) -> dict[str, Any]:
         else:
             answers[str(status)] = {"description": "No body" if status == 204 else op.stream}
     problem = {PROBLEM: {"schema": _ref(res.Problem)}}
-    for status in sorted({401, 422, 429, *op.problems}):
+    for status in sorted({400, 401, 422, 429, *op.problems}):
         answers[str(status)] = {"description": PROBLEM_TEXT[status], "content": problem}
+    # A request HTTP itself cannot parse (a bad Transfer-Encoding, say) is refused by
+    # the server before any route sees it, in plain text.
+    answers["400"]["content"] = {**problem, "text/plain": {"schema": {"type": "string"}}}
     return answers
 
 
