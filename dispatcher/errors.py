@@ -96,6 +96,10 @@ class QueueFull(Unavailable):
     """Too much work is queued; try again later."""
 
 
+# Seconds a client is told to wait when the database cannot be written now.
+STORE_RETRY_AFTER = 5
+
+
 class StoreUnavailable(Unavailable):
     """The database cannot be written now (full, read-only or busy); nothing was written."""
 

@@ -323,7 +323,7 @@ async def test_deleting_an_endpoint_fails_what_waits_for_it(make_api, make_recei
 
 
 async def test_a_tenant_may_have_only_so_many_endpoints(api, make_receiver, monkeypatch):
-    monkeypatch.setattr("dispatcher.store.sqlite_endpoints.MAX_ENDPOINTS_PER_TENANT", 2)
+    monkeypatch.setattr("dispatcher.store.sqlite.endpoints.MAX_ENDPOINTS_PER_TENANT", 2)
     acme, _ = await api.new_tenant("acme")
     url = (await make_receiver()).url
     first = await create(acme, url=url)

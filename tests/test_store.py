@@ -9,7 +9,6 @@ import pytest
 from dispatcher.delivery.plan import finished
 from dispatcher.errors import Conflict, QueueFull
 from dispatcher.ids import new_id, now
-from dispatcher.store.migrations import MIGRATIONS
 from dispatcher.store.records import (
     Attempt,
     AttemptRecord,
@@ -22,7 +21,8 @@ from dispatcher.store.records import (
     Trigger,
 )
 from dispatcher.store.sqlite import SQLiteStore
-from dispatcher.store.writer import Batch
+from dispatcher.store.sqlite.migrations import MIGRATIONS
+from dispatcher.store.sqlite.writer import Batch
 
 
 @pytest.fixture

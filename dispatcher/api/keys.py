@@ -12,6 +12,7 @@ from dispatcher.auth import new_key
 from dispatcher.errors import NotFound
 from dispatcher.ids import now
 from dispatcher.models import KeyRequest, ListQuery
+from dispatcher.store.rows import valid_key_cursor
 from dispatcher.webhooks import generate_secret
 
 routes = web.RouteTableDef()
@@ -38,14 +39,9 @@ async def list_keys(request: web.Request) -> web.Response:
     svc = services(request)
     require_admin(principal(request))
     params = query(request, ListQuery)
-    before = decode_cursor(params.cursor, _rowid)
+    before = decode_cursor(params.cursor, valid_key_cursor)
     page = await svc.store.list_keys(params.limit, before)
     return json_answer(page_body([k.public() for k in page.items], page.next_cursor))
-
-
-def _rowid(value: str) -> bool:
-    # A rowid is a signed 64-bit integer; a larger one would overflow in SQLite.
-    return value.isascii() and value.isdigit() and len(value) <= 19 and int(value) < 2**63
 
 
 @routes.delete("/v1/keys/{prefix}")

@@ -9,10 +9,9 @@ from aiohttp import web
 from dispatcher.api.answers import json_answer
 from dispatcher.api.context import services
 from dispatcher.api.problems import problem
-from dispatcher.errors import StoreUnavailable
+from dispatcher.errors import STORE_RETRY_AFTER, StoreUnavailable
 from dispatcher.ids import now
 from dispatcher.metrics import CONTENT_TYPE
-from dispatcher.store.writer import RETRY_AFTER
 
 routes = web.RouteTableDef()
 
@@ -40,7 +39,7 @@ READY_TIMEOUT = 5.0
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the database can be written, not only read: a full disk, a read-only
     file or a lock held elsewhere makes submissions fail, so it fails this too."""
-    headers = {"Retry-After": str(RETRY_AFTER)}
+    headers = {"Retry-After": str(STORE_RETRY_AFTER)}
     try:
         async with asyncio.timeout(READY_TIMEOUT):
             await services(request).store.check_writable()

@@ -6,19 +6,19 @@ Tenants and keys are here; jobs, deliveries and endpoints have modules of their 
 from __future__ import annotations
 
 from dispatcher.errors import NotFound
-from dispatcher.store import sqlite_sql as sql
 from dispatcher.store.base import Store
 from dispatcher.store.records import (
     ApiKey,
     Page,
 )
+from dispatcher.store.rows import cursor_of_key, key_cursor, page_of
 from dispatcher.store.signing import SigningSecrets
-from dispatcher.store.sqlite_base import page_of
-from dispatcher.store.sqlite_deliveries import SQLiteDeliveries
-from dispatcher.store.sqlite_endpoints import SQLiteEndpoints
-from dispatcher.store.sqlite_jobs import SQLiteJobs
+from dispatcher.store.sqlite import queries as sql
+from dispatcher.store.sqlite.deliveries import SQLiteDeliveries
+from dispatcher.store.sqlite.endpoints import SQLiteEndpoints
+from dispatcher.store.sqlite.jobs import SQLiteJobs
+from dispatcher.store.sqlite.writer import Batch
 from dispatcher.store.stats import StoreStats
-from dispatcher.store.writer import Batch
 
 
 class SQLiteStore(SQLiteJobs, SQLiteDeliveries, SQLiteEndpoints, Store):
@@ -48,13 +48,9 @@ class SQLiteStore(SQLiteJobs, SQLiteDeliveries, SQLiteEndpoints, Store):
         return ApiKey.from_row(rows[0]) if rows else None
 
     async def list_keys(self, limit: int, before: str | None) -> Page:
-        if before is None:
-            rows = await self._read(sql.LIST_KEYS.format(where=""), (limit + 1,))
-        else:
-            rows = await self._read(
-                sql.LIST_KEYS.format(where="WHERE rowid < ?"), (int(before), limit + 1)
-            )
-        page = page_of(rows, limit, lambda row: str(row["rowid"]))
+        created, prefix = key_cursor(before)
+        rows = await self._read(sql.LIST_KEYS, (created, prefix, limit + 1))
+        page = page_of(rows, limit, cursor_of_key)
         return Page([ApiKey.from_row(row) for row in page.items], page.next_cursor)
 
     async def revoke_key(self, prefix: str) -> bool:

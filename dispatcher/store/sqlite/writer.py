@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from dispatcher.errors import DispatcherError, StoreUnavailable
+from dispatcher.errors import STORE_RETRY_AFTER, DispatcherError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,6 @@ _UNWRITABLE = {
     "SQLITE_IOERR": "the disk failed to read or write",
     "SQLITE_CANTOPEN": "the database file cannot be opened",
 }
-RETRY_AFTER = 5
 
 
 def unwritable(exc: BaseException) -> StoreUnavailable | None:
@@ -81,7 +80,7 @@ def unwritable(exc: BaseException) -> StoreUnavailable | None:
         if name == code or name.startswith(code + "_"):
             return StoreUnavailable(
                 f"the database cannot be written: {reason}; nothing was written",
-                retry_after=RETRY_AFTER,
+                retry_after=STORE_RETRY_AFTER,
             )
     return None
 

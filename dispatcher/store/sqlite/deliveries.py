@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.errors import NotFound
-from dispatcher.store import sqlite_sql as sql
+from dispatcher.store.filters import deliveries_where, question_mark
 from dispatcher.store.records import (
     Attempt,
     AttemptRecord,
@@ -17,9 +16,12 @@ from dispatcher.store.records import (
     DueDelivery,
     Page,
 )
-from dispatcher.store.sqlite_base import SQLiteConnection, page_of, tenant_and_equal
-from dispatcher.store.sqlite_endpoints import record_health
-from dispatcher.store.writer import Batch
+from dispatcher.store.rooms import SCAN_FACTOR, Rooms
+from dispatcher.store.rows import page_of
+from dispatcher.store.sqlite import queries as sql
+from dispatcher.store.sqlite.connection import SQLiteConnection
+from dispatcher.store.sqlite.endpoints import record_health
+from dispatcher.store.sqlite.writer import Batch
 
 
 class SQLiteDeliveries(SQLiteConnection):
@@ -134,13 +136,12 @@ class SQLiteDeliveries(SQLiteConnection):
         return Delivery.from_row(rows[0], tuple(Attempt.from_row(row) for row in attempts))
 
     async def list_deliveries(self, where: DeliveryFilter) -> Page:
-        clause, params = _delivery_where(where)
+        clause = deliveries_where(where, question_mark)
         if where.before is not None:
-            clause += " AND id < ?"
-            params.append(where.before)
+            clause.add("id < {}", where.before)
         rows = await self._read(
-            f"SELECT * FROM deliveries WHERE {clause} ORDER BY id DESC LIMIT ?",
-            (*params, where.limit + 1),
+            f"SELECT * FROM deliveries WHERE {clause.sql} ORDER BY id DESC LIMIT ?",
+            (*clause.params, where.limit + 1),
         )
         page = page_of(rows, where.limit, lambda row: row["id"])
         return Page([Delivery.from_row(row) for row in page.items], page.next_cursor)
@@ -160,61 +161,16 @@ class SQLiteDeliveries(SQLiteConnection):
     async def replay_deliveries(
         self, where: DeliveryFilter, by: str, now: float, dry_run: bool
     ) -> int:
-        clause, params = _delivery_where(where)
-        clause += f" AND {sql.SENDABLE}"
+        clause = deliveries_where(where, question_mark)
+        selected = f"{clause.sql} AND {sql.SENDABLE}"
         if dry_run:
-            rows = await self._read(f"SELECT count(*) FROM deliveries WHERE {clause}", params)
+            query = f"SELECT count(*) FROM deliveries WHERE {selected}"
+            rows = await self._read(query, clause.params)
             return int(rows[0][0])
 
         def op(batch: Batch) -> int:
-            cursor = batch.db.execute(sql.REPLAY_MANY.format(where=clause), (now, by, *params))
+            query = sql.REPLAY_MANY.format(where=selected)
+            cursor = batch.db.execute(query, (now, by, *clause.params))
             return cursor.rowcount
 
         return int(await self._write(op))
-
-
-# Due rows read per row a claim may take.
-SCAN_FACTOR = 4
-
-
-@dataclass(slots=True)
-class Rooms:
-    """How many more deliveries a claim may take of each route, and of each endpoint."""
-
-    routes: dict[tuple[str, str], int]
-    per_route: int | None
-    endpoints: dict[str, int]
-
-    def choose(self, rows: list[Any], limit: int) -> list[str]:
-        """The ids of the oldest rows, at most each route's and each endpoint's room."""
-        chosen: list[str] = []
-        for row in rows:
-            route = (row["tenant"], row["host"])
-            left = self.routes.get(route, self.per_route if self.per_route is not None else limit)
-            endpoint = row["endpoint_id"]
-            if left <= 0 or (endpoint is not None and self.endpoints.get(endpoint, 1) <= 0):
-                continue
-            self.routes[route] = left - 1
-            if endpoint in self.endpoints:
-                self.endpoints[endpoint] -= 1
-            chosen.append(row["id"])
-            if len(chosen) == limit:
-                break
-        return chosen
-
-
-def _delivery_where(where: DeliveryFilter) -> tuple[str, list[Any]]:
-    clauses, params = tenant_and_equal(
-        where.tenant,
-        ("status", where.status),
-        ("job_id", where.job_id),
-        ("endpoint_id", where.endpoint_id),
-        ("channel", where.channel),
-    )
-    if where.since is not None:
-        clauses.append("created_at >= ?")
-        params.append(where.since)
-    if where.until is not None:
-        clauses.append("created_at < ?")
-        params.append(where.until)
-    return " AND ".join(clauses), params

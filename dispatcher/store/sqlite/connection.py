@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -11,39 +10,11 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from dispatcher.errors import StartupError
-from dispatcher.store.migrations import MIGRATIONS
-from dispatcher.store.records import (
-    Channel,
-    Page,
-    delivery_host,
-)
-from dispatcher.store.writer import Batch, GroupWriter
+from dispatcher.store.records import Channel, delivery_host
+from dispatcher.store.sqlite.migrations import MIGRATIONS
+from dispatcher.store.sqlite.writer import Batch, GroupWriter
 
 T = TypeVar("T")
-
-
-def dump_json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
-
-
-def tenant_and_equal(tenant: str | None, *pairs: tuple[str, Any]) -> tuple[list[str], list[Any]]:
-    """WHERE clauses: the tenant's rows (all for None), and each column equal to its value.
-
-    A None value puts no condition on its column.
-    """
-    clauses, params = ["(? IS NULL OR tenant = ?)"], [tenant, tenant]
-    for column, value in pairs:
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(str(value))
-    return clauses, params
-
-
-def page_of(items: list[Any], limit: int, cursor_of: Any) -> Page:
-    if len(items) > limit:
-        items = items[:limit]
-        return Page(items, cursor_of(items[-1]))
-    return Page(items, None)
 
 
 class SQLiteConnection:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from dispatcher.errors import Conflict, QueueFull
-from dispatcher.store import sqlite_sql as sql
+from dispatcher.store.filters import jobs_where, question_mark
 from dispatcher.store.records import (
     DeliveryStatus,
     DeliverySummary,
@@ -20,8 +20,10 @@ from dispatcher.store.records import (
     Outcome,
     Page,
 )
-from dispatcher.store.sqlite_base import SQLiteConnection, dump_json, page_of, tenant_and_equal
-from dispatcher.store.writer import Batch
+from dispatcher.store.rows import dump_json, page_of
+from dispatcher.store.sqlite import queries as sql
+from dispatcher.store.sqlite.connection import SQLiteConnection
+from dispatcher.store.sqlite.writer import Batch
 
 
 class SQLiteJobs(SQLiteConnection):
@@ -65,14 +67,9 @@ class SQLiteJobs(SQLiteConnection):
         return Job.from_row(rows[0], tuple(_summary(row) for row in summaries))
 
     async def list_jobs(self, where: JobFilter) -> Page:
-        clauses, params = tenant_and_equal(
-            where.tenant, ("status", where.status), ("type", where.type)
-        )
-        if where.before is not None:
-            clauses.append("id < ?")
-            params.append(where.before)
-        query = f"SELECT * FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?"
-        rows = await self._read(query, (*params, where.limit + 1))
+        clause = jobs_where(where, question_mark)
+        query = f"SELECT * FROM jobs WHERE {clause.sql} ORDER BY id DESC LIMIT ?"
+        rows = await self._read(query, (*clause.params, where.limit + 1))
         page = page_of(rows, where.limit, lambda row: row["id"])
         jobs = [Job.from_row(row) for row in page.items]
         return Page(await self._with_deliveries(jobs), page.next_cursor)

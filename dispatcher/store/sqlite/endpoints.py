@@ -6,21 +6,19 @@ import json
 from typing import Any
 
 from dispatcher.errors import Conflict
-from dispatcher.store import sqlite_sql as sql
 from dispatcher.store.endpoint_records import (
     CHANGEABLE,
+    MAX_ENDPOINTS_PER_TENANT,
     Endpoint,
     EndpointChanges,
     EndpointHealth,
     NewEndpoint,
 )
 from dispatcher.store.records import Page
-from dispatcher.store.sqlite_base import SQLiteConnection, page_of
-from dispatcher.store.writer import Batch
-
-# Each endpoint keeps a little state in memory while it is sent to (its gate);
-# no tenant may grow that, or the claims that look at it, without bound.
-MAX_ENDPOINTS_PER_TENANT = 1000
+from dispatcher.store.rows import page_of
+from dispatcher.store.sqlite import queries as sql
+from dispatcher.store.sqlite.connection import SQLiteConnection
+from dispatcher.store.sqlite.writer import Batch
 
 
 class SQLiteEndpoints(SQLiteConnection):

@@ -6,7 +6,11 @@ INSERT_KEY = """
 INSERT INTO api_keys (prefix, key_hash, tenant, admin, created_at) VALUES (?, ?, ?, ?, ?)
 """
 
-LIST_KEYS = "SELECT rowid, * FROM api_keys {where} ORDER BY rowid DESC LIMIT ?"
+# Newest first; the cursor is the last key shown (see rows.key_cursor).
+LIST_KEYS = """
+SELECT * FROM api_keys WHERE ?1 IS NULL OR (created_at, prefix) < (?1, ?2)
+ORDER BY created_at DESC, prefix DESC LIMIT ?3
+"""
 
 TENANT_SECRETS = "SELECT secret, previous_secrets FROM tenants WHERE name = ?"
 
