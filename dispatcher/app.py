@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +21,7 @@ from dispatcher.api.context import SERVICES, Services
 from dispatcher.api.limits import InProgress
 from dispatcher.api.problems import problem_middleware
 from dispatcher.auth import ADMIN_TENANT, Authenticator, new_key
+from dispatcher.changes import ChangeRouter
 from dispatcher.delivery.channel import Sender
 from dispatcher.delivery.deliverer import Deliverer
 from dispatcher.delivery.destinations import CachingResolver, Destinations
@@ -38,6 +40,7 @@ from dispatcher.ids import now
 from dispatcher.metrics import Metrics
 from dispatcher.settings import Settings
 from dispatcher.store.base import Store
+from dispatcher.store.feed import ChangeFeed
 from dispatcher.store.records import Channel
 from dispatcher.store.sqlite import SQLiteStore
 from dispatcher.webhooks import generate_secret
@@ -49,12 +52,18 @@ Announce = Callable[[str], None]
 
 
 def open_store(settings: Settings) -> Store:
+    """The store the database URL names (not opened yet)."""
     path = settings.sqlite_path
     if path is not None:
         return SQLiteStore(path)
+    if settings.postgres_dsn is not None:
+        # Imported only when used: an embedded install never loads the driver.
+        from dispatcher.store.postgres import PostgresStore
+
+        return PostgresStore(settings.postgres_dsn, settings.database_pool_size)
     raise StartupError(
         f"DISPATCHER_DATABASE_URL: unsupported scheme {settings.database_url.split(':')[0]!r}; "
-        "use sqlite:///PATH"
+        "use sqlite:///PATH or postgresql://…"
     )
 
 
@@ -69,9 +78,17 @@ def create_app(settings: Settings, *, announce: Announce | None = None) -> web.A
     # that does not import fails before anything is opened.
     store = open_store(settings)
     registry = load_registry(settings.handlers, search=Path.cwd())
+    parts = _Parts(settings, store, registry, announce)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        async for _ in _run_parts(app, settings, store, registry, announce):
+        # One context per resource, entered in the order they start and left
+        # in reverse: jobs stop first (a finishing job makes deliveries), then
+        # deliveries, then upkeep, and the store closes last, after every
+        # write. Should one fail to start, those started already stop (aiohttp
+        # does not clean up after a failed startup).
+        async with contextlib.AsyncExitStack() as stack:
+            for resource in parts.in_order():
+                await stack.enter_async_context(resource(app))
             yield
 
     app.cleanup_ctx.append(lifecycle)
@@ -92,99 +109,166 @@ async def _stop_taking_work(app: web.Application) -> None:
     parts.hub.close()
 
 
-@dataclass(slots=True)
-class _Running:
-    """What the app started, stopped in the order that loses nothing."""
+class _Parts:
+    """The app's resources, each started by one cleanup context and stopped by it."""
 
-    store: Store
-    pool: WorkerPool
-    deliverer: Deliverer
-    housekeeping: Housekeeping
-    sessions: tuple[aiohttp.ClientSession, ...]
+    def __init__(
+        self, settings: Settings, store: Store, registry: Registry, announce: Announce | None
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._registry = registry
+        self._announce = announce
+        self._feed: ChangeFeed | None = None
+        self._sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession] | None = None
+        self._started = False
 
-    def start(self) -> None:
-        self.pool.start()
-        self.deliverer.start()
-        self.housekeeping.start()
+    def in_order(self) -> list[Callable[[web.Application], AbstractAsyncContextManager[None]]]:
+        return [
+            self.database,
+            self.feed,
+            self.sessions,
+            self.services,
+            self.router,
+            self.housekeeping,
+            self.deliverer,
+            self.pool,
+        ]
 
-    async def stop(self, grace: float) -> None:
-        # Jobs first (a finishing job creates deliveries), then deliveries,
-        # then upkeep; the store closes last, after every write.
-        await self.pool.stop(grace)
-        await self.deliverer.stop(grace)
-        await self.housekeeping.stop()
-        for session in self.sessions:
-            await session.close()
-        await self.store.close()
+    @asynccontextmanager
+    async def database(self, app: web.Application) -> AsyncIterator[None]:
+        await self._store.open()
+        try:
+            yield
+        finally:
+            await self._store.close()
+            if self._started:
+                log.info("dispatcher.stopped", extra={"action": "dispatcher.stopped"})
 
+    @asynccontextmanager
+    async def feed(self, app: web.Application) -> AsyncIterator[None]:
+        self._feed = self._store.change_feed()
+        await self._feed.start()
+        try:
+            yield
+        finally:
+            await self._feed.stop()
 
-async def _run_parts(
-    app: web.Application,
-    settings: Settings,
-    store: Store,
-    registry: Registry,
-    announce: Announce | None,
-) -> AsyncIterator[None]:
-    await store.open()
-    try:
-        running = await _start_parts(app, settings, store, registry, announce)
-    except BaseException:
-        # A half-started app must still let go of the database (its threads
-        # would otherwise keep the process alive after the error is printed).
-        await store.close()
-        raise
-    try:
+    @asynccontextmanager
+    async def sessions(self, app: web.Application) -> AsyncIterator[None]:
+        settings = self._settings
+        # One resolver for the connector and the deliverer's shares, so that a
+        # share counts the address the connector is then given.
+        self._resolver = CachingResolver()
+        connector = NetworkPolicy(settings.allow_networks).connector(
+            limit=settings.delivery_concurrency, resolver=self._resolver, use_dns_cache=False
+        )
+        session = aiohttp.ClientSession(
+            connector=connector, headers={"user-agent": f"dispatcher/{__version__}"}
+        )
+        # The operator's own SMS gateway is trusted: its session skips the network guard.
+        self._sessions = (session, aiohttp.ClientSession())
+        try:
+            yield
+        finally:
+            for each in self._sessions:
+                await each.close()
+
+    @asynccontextmanager
+    async def services(self, app: web.Application) -> AsyncIterator[None]:
+        assert self._feed is not None and self._sessions is not None
+        app[SERVICES] = await _assemble(
+            self._settings,
+            self._store,
+            self._feed,
+            self._registry,
+            self._sessions,
+            self._resolver,
+            self._announce,
+        )
         yield
-    finally:
-        await running.stop(settings.shutdown_grace)
-        log.info("dispatcher.stopped", extra={"action": "dispatcher.stopped"})
+
+    @asynccontextmanager
+    async def router(self, app: web.Application) -> AsyncIterator[None]:
+        svc = app[SERVICES]
+        router = ChangeRouter(
+            svc.store, svc.hub, svc.pool, svc.deliverer, svc.auth, svc.endpoints, svc.secrets
+        )
+        svc.feed.listen(router)
+        router.start()
+        try:
+            yield
+        finally:
+            await router.stop()
+
+    @asynccontextmanager
+    async def housekeeping(self, app: web.Application) -> AsyncIterator[None]:
+        svc = app[SERVICES]
+        upkeep = Housekeeping(
+            svc.store,
+            svc.pool,
+            svc.deliverer,
+            owner=svc.pool.owner,
+            lease=self._settings.lease_seconds,
+            retention_days=self._settings.retention_days,
+        )
+        upkeep.start()
+        try:
+            yield
+        finally:
+            await upkeep.stop()
+
+    @asynccontextmanager
+    async def deliverer(self, app: web.Application) -> AsyncIterator[None]:
+        deliverer = app[SERVICES].deliverer
+        deliverer.start()
+        try:
+            yield
+        finally:
+            await deliverer.stop(self._settings.shutdown_grace)
+
+    @asynccontextmanager
+    async def pool(self, app: web.Application) -> AsyncIterator[None]:
+        pool = app[SERVICES].pool
+        pool.start()
+        self._started = True
+        log.info("dispatcher.started", extra={"action": "dispatcher.started", "owner": pool.owner})
+        try:
+            yield
+        finally:
+            await pool.stop(self._settings.shutdown_grace)
 
 
-async def _start_parts(
-    app: web.Application,
+async def _assemble(
     settings: Settings,
     store: Store,
+    feed: ChangeFeed,
     registry: Registry,
+    sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession],
+    resolver: CachingResolver,
     announce: Announce | None,
-) -> _Running:
-    network = NetworkPolicy(settings.allow_networks)
-    # One resolver for the connector and the deliverer's shares, so that a
-    # share counts the address the connector is then given.
-    resolver = CachingResolver()
-    session = aiohttp.ClientSession(
-        connector=network.connector(
-            limit=settings.delivery_concurrency, resolver=resolver, use_dns_cache=False
-        ),
-        headers={"user-agent": f"dispatcher/{__version__}"},
-    )
-    # The operator's own SMS gateway is trusted: its session skips the network guard.
-    gateway_session = aiohttp.ClientSession()
+) -> Services:
+    """Make the parts that work on the store, not started yet."""
     owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     hub = EventHub()
     metrics = Metrics()
     store.observe_commits(metrics.committed)
-    signing = TenantSecrets(store)
-    book = EndpointBook(store)
-    try:
-        destinations = Destinations(resolver, settings.delivery_timeout)
-        deliverer = _deliverer(
-            settings,
-            store,
-            Signers(signing, book),
-            book,
-            owner,
-            destinations,
-            (session, gateway_session),
-            metrics,
-        )
-    except BaseException:
-        await session.close()
-        await gateway_session.close()
-        raise
+    signing = TenantSecrets(store, feed)
+    book = EndpointBook(store, feed)
+    deliverer = _deliverer(
+        settings,
+        store,
+        Signers(signing, book),
+        book,
+        owner,
+        Destinations(resolver, settings.delivery_timeout),
+        sessions,
+        metrics,
+    )
     pool = WorkerPool(
         store,
         registry,
-        hub,
+        feed,
         deliverer,
         book,
         owner=owner,
@@ -193,36 +277,23 @@ async def _start_parts(
         poll_interval=settings.poll_interval,
         metrics=metrics,
     )
-    housekeeping = Housekeeping(
-        store,
-        pool,
-        deliverer,
-        owner=owner,
-        lease=settings.lease_seconds,
-        retention_days=settings.retention_days,
-    )
     bootstrap = settings.admin_key.get_secret_value() if settings.admin_key else None
     await _bootstrap(store, bootstrap, announce)
-    auth = Authenticator(store, bootstrap)
-    in_progress = InProgress(settings.max_requests_per_tenant)
-    app[SERVICES] = Services(
+    return Services(
         settings,
         store,
         registry,
         hub,
-        network,
-        auth,
+        feed,
+        NetworkPolicy(settings.allow_networks),
+        Authenticator(store, bootstrap),
         pool,
         deliverer,
-        in_progress,
+        InProgress(settings.max_requests_per_tenant),
         signing,
         book,
         metrics,
     )
-    running = _Running(store, pool, deliverer, housekeeping, (session, gateway_session))
-    running.start()
-    log.info("dispatcher.started", extra={"action": "dispatcher.started", "owner": owner})
-    return running
 
 
 def _deliverer(

@@ -151,6 +151,10 @@ class EventHub:
             "tenant": sum(len(s) for s in self._by_tenant.values()),
         }
 
+    def wants(self, job_id: str, tenant: str | None) -> bool:
+        """Whether anyone here waits for this job's events (to read it only then)."""
+        return job_id in self._by_job or tenant in self._by_tenant or None in self._by_tenant
+
     def publish(self, job: Job) -> None:
         subscribers = [*self._by_job.get(job.id, ())]
         for tenant in (job.tenant, None):

@@ -27,7 +27,14 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535, description="Port the API listens on.")
     database_url: str = Field(
         "sqlite:///dispatcher.db",
-        description="sqlite:///PATH (relative to the working directory, or sqlite:////abs/path).",
+        description="sqlite:///PATH (relative to the working directory, or sqlite:////abs/path), "
+        "or postgresql://USER:PASSWORD@HOST:PORT/DATABASE for several instances on one database.",
+    )
+    database_pool_size: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="PostgreSQL only: connections each instance keeps open to the database.",
     )
     admin_key: SecretStr | None = Field(
         None,
@@ -170,6 +177,13 @@ class Settings(BaseSettings):
     @property
     def tenant_queue_share(self) -> int:
         return self.max_queue_per_tenant or max(1, self.max_queue // 10)
+
+    @property
+    def postgres_dsn(self) -> str | None:
+        """The URL itself when it names a PostgreSQL database, else None."""
+        if self.database_url.startswith(("postgresql://", "postgres://")):
+            return self.database_url
+        return None
 
     @property
     def sqlite_path(self) -> str | None:

@@ -12,11 +12,11 @@ from dispatcher.claiming import MAX_LAPSES, ClaimLoop, Slot
 from dispatcher.delivery.deliverer import Deliverer
 from dispatcher.delivery.endpoints import EndpointBook
 from dispatcher.delivery.plan import finished, handed_over, to_endpoint, unrecordable
-from dispatcher.events import EventHub
 from dispatcher.handlers import Handler, Registry, Retry
 from dispatcher.ids import now, rfc3339
 from dispatcher.metrics import Metrics
 from dispatcher.store.base import Store
+from dispatcher.store.feed import Change, ChangeFeed, ChangeKind
 from dispatcher.store.records import Job, JobStatus, Lease, NewJob, Outcome
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class WorkerPool(ClaimLoop[Job]):
         self,
         store: Store,
         registry: Registry,
-        hub: EventHub,
+        feed: ChangeFeed,
         deliverer: Deliverer,
         endpoints: EndpointBook,
         *,
@@ -43,12 +43,17 @@ class WorkerPool(ClaimLoop[Job]):
         super().__init__(capacity=workers, per_destination=workers, poll_interval=poll_interval)
         self._store = store
         self._registry = registry
-        self._hub = hub
+        self._feed = feed
         self._deliverer = deliverer
         self._endpoints = endpoints
         self._metrics = metrics or Metrics()
         self._owner = owner
         self._lease = lease
+
+    @property
+    def owner(self) -> str:
+        """The name this process's leases are taken under."""
+        return self._owner
 
     async def submit(
         self, job: NewJob, max_queue: int, tenant_share: int | None
@@ -83,10 +88,11 @@ class WorkerPool(ClaimLoop[Job]):
         record, created = write.result()
         if created:
             accepted.append(_as_accepted(record))
-            self._hub.publish(accepted[0])
+            self._feed.publish(Change.of_job(accepted[0]))
         if lease is None:
             if created:
-                self.wake(tenant)
+                # No worker here was free: any instance's may take it.
+                self._feed.publish(Change(ChangeKind.JOBS_DUE, tenant))
         elif created:
             self.hand(record)  # after the event above: subscribers see queued, then running
         else:
@@ -135,7 +141,7 @@ class WorkerPool(ClaimLoop[Job]):
         if handler is None:
             error = {"type": "unknown_type", "message": f"no handler for job type {job.type!r}"}
             return finished(job, JobStatus.FAILED, now(), error=error)
-        self._hub.publish(job)
+        self._feed.publish(Change.of_job(job))
         try:
             result = await _call(handler, job.payload)
             return finished(job, JobStatus.SUCCEEDED, now(), result=result)
@@ -159,7 +165,7 @@ class WorkerPool(ClaimLoop[Job]):
         if job.retries < retries:
             run_at = now() + after
             await self._store.requeue_job(job.id, self._owner, run_at)
-            self._hub.publish(_requeued(job))
+            self._feed.publish(Change.of_job(_requeued(job)))
             self.wake()
             log.info(
                 "job.retry_scheduled",
@@ -239,8 +245,8 @@ class WorkerPool(ClaimLoop[Job]):
         for new in handed:
             deliverer.hand(handed_over(done, new, outcome))
         if len(handed) < len(outcome.deliveries):
-            deliverer.wake(job.tenant)
-        self._hub.publish(done)
+            self._feed.publish(Change(ChangeKind.DELIVERIES_DUE, job.tenant))
+        self._feed.publish(Change.of_job(done))
         ran_for = (
             done.finished_at - done.started_at if done.started_at and done.finished_at else None
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,39 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
         await asyncio.sleep(every)
+
+
+# Modules whose every app runs once on each backend, so that both keep the
+# same behaviour; the rest run on SQLite, the default.
+BOTH_BACKENDS = {
+    "test_jobs",
+    "test_delivery",
+    "test_endpoints",
+    "test_endpoint_limits",
+    "test_streams",
+    "test_tenancy",
+    "test_notify",
+    "test_api_errors",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if "database_url" in metafunc.fixturenames and module in BOTH_BACKENDS:
+        metafunc.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture
+async def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
+    """Where the test's apps keep their data: a file under tmp_path, or a fresh
+    PostgreSQL database made for the test and dropped after it."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield f"sqlite:///{tmp_path}/dispatcher.db"
+        return
+    from tests.support.databases import fresh_postgres_url
+
+    async with fresh_postgres_url() as url:
+        yield url
 
 
 def settings_for(tmp_path: Any, **overrides: Any) -> Settings:
@@ -114,9 +147,11 @@ class Api:
 
 
 @pytest.fixture
-def make_api(aiohttp_client: Any, tmp_path: Any) -> Callable[..., Awaitable[Api]]:
+def make_api(
+    aiohttp_client: Any, tmp_path: Any, database_url: str
+) -> Callable[..., Awaitable[Api]]:
     async def make(**overrides: Any) -> Api:
-        settings = settings_for(tmp_path, **overrides)
+        settings = settings_for(tmp_path, **{"database_url": database_url, **overrides})
         return Api(await aiohttp_client(create_app(settings)))
 
     return make

@@ -17,6 +17,7 @@ from dispatcher.handlers import Registry
 from dispatcher.metrics import Metrics
 from dispatcher.settings import Settings
 from dispatcher.store.base import Store
+from dispatcher.store.feed import ChangeFeed
 from dispatcher.worker import WorkerPool
 
 
@@ -26,6 +27,7 @@ class Services:
     store: Store
     registry: Registry
     hub: EventHub
+    feed: ChangeFeed
     network: NetworkPolicy
     auth: Authenticator
     pool: WorkerPool

@@ -12,6 +12,7 @@ from dispatcher.api.parsing import body, decode_cursor, page_body, query
 from dispatcher.errors import Conflict, NotFound
 from dispatcher.ids import is_id, now, rfc3339
 from dispatcher.models import BulkReplayRequest, DeliveryListQuery, timestamp
+from dispatcher.store.feed import Change, ChangeKind
 from dispatcher.store.records import Channel, Delivery, DeliveryFilter, DeliveryStatus
 
 routes = web.RouteTableDef()
@@ -76,7 +77,7 @@ async def replay_many(request: web.Request) -> web.Response:
     count = await svc.store.replay_deliveries(where, who.prefix, now(), spec.dry_run)
     if spec.dry_run:
         return json_answer({"matched": count})
-    svc.deliverer.wake()
+    svc.feed.publish(Change(ChangeKind.DELIVERIES_DUE))
     return json_answer({"replayed": count}, status=202)
 
 
@@ -94,5 +95,5 @@ async def replay_one(request: web.Request) -> web.Response:
         if unusable is not None:
             raise Conflict(f"{unusable}; it can be replayed once the endpoint is enabled")
     delivery = await svc.store.replay_delivery(delivery_id, who.scope(), who.prefix, now())
-    svc.deliverer.wake()
+    svc.feed.publish(Change(ChangeKind.DELIVERIES_DUE))
     return json_answer(delivery.public(), status=202)

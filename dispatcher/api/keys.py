@@ -12,6 +12,7 @@ from dispatcher.auth import new_key
 from dispatcher.errors import NotFound
 from dispatcher.ids import now
 from dispatcher.models import KeyRequest, ListQuery
+from dispatcher.store.feed import Change, ChangeKind
 from dispatcher.store.rows import valid_key_cursor
 from dispatcher.webhooks import generate_secret
 
@@ -51,8 +52,8 @@ async def revoke(request: web.Request) -> web.Response:
     prefix = request.match_info["prefix"]
     if not await svc.store.revoke_key(prefix):
         raise NotFound(f"no key with prefix {prefix}")
-    svc.auth.forget(prefix)
-    svc.hub.revoke(prefix)
+    # Its cached principal and its streams end here and on every other instance.
+    svc.feed.publish(Change(ChangeKind.KEY_REVOKED, prefix))
     return web.Response(status=204)
 
 

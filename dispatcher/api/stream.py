@@ -139,8 +139,8 @@ async def _job_changes(
             state = event
             continue
         yield None
-        # The hub hears only this process; a quiet spell is when a change made
-        # by another instance is caught.
+        # A change another instance made reaches the hub through the change
+        # feed; should the feed have missed it, a quiet spell catches it.
         found = await _find_job(svc, job.id, scope)
         if found is None:
             return

@@ -159,7 +159,14 @@ class Deliverer(ClaimLoop[DueDelivery]):
         return True
 
     def reserve_delivery(self, tenant: str, delivery_id: str, endpoint: Endpoint | None) -> bool:
-        """`reserve`, for a delivery about to be made here, through its endpoint's gate first."""
+        """`reserve`, for a delivery about to be made here, through its endpoint's gate first.
+
+        With a store that several instances share, a delivery to an endpoint
+        with a rate or in-flight limit is never handed over: only a claim
+        counts what every instance has in flight or has sent.
+        """
+        if endpoint is not None and self._store.shared and _limited(endpoint):
+            return False
         if endpoint is not None and not self.admit(delivery_id, endpoint):
             return False
         if self.reserve(tenant):
@@ -367,6 +374,10 @@ def _log_attempt(record: AttemptRecord, delivery: Delivery) -> None:
         log.warning("delivery.failed", extra={"action": "delivery.failed", **details})
     else:
         log.info("delivery.attempted", extra={"action": "delivery.attempted", **details})
+
+
+def _limited(endpoint: Endpoint) -> bool:
+    return endpoint.rate_limit is not None or endpoint.max_in_flight is not None
 
 
 def _abandoned(delivery: Delivery) -> str:

@@ -1,7 +1,8 @@
 """Registered endpoints as jobs and deliveries need them: read once in a while, not per webhook.
 
 A change made through this process's API is seen at once (the API hands over
-the endpoint as written, `changed`); another instance's within `CACHE_SECONDS`. Deleted
+the endpoint as written, `changed`); another instance's when the change feed
+tells of it (`reload`), or within `CACHE_SECONDS` should that be missed. Deleted
 endpoints are found too, so that what is still on its way to one can end
 saying why.
 """
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from dispatcher.delivery.remembered import Remembered
 from dispatcher.store.base import Store
 from dispatcher.store.endpoint_records import Endpoint
+from dispatcher.store.feed import Change, ChangeFeed, ChangeKind
 
 CACHE_SECONDS = 5.0
 # Endpoints remembered at once; past it the memory starts over.
@@ -20,8 +22,11 @@ MAX_ENDPOINTS = 10_000
 
 
 class EndpointBook:
-    def __init__(self, store: Store, cache_seconds: float = CACHE_SECONDS) -> None:
+    def __init__(
+        self, store: Store, feed: ChangeFeed, cache_seconds: float = CACHE_SECONDS
+    ) -> None:
         self._store = store
+        self._feed = feed
         self._known: Remembered[str, Endpoint | None] = Remembered(cache_seconds, MAX_ENDPOINTS)
         self._listeners: list[Callable[[Endpoint], None]] = []
 
@@ -40,14 +45,28 @@ class EndpointBook:
         return endpoint
 
     def changed(self, endpoint: Endpoint) -> None:
-        """It was just changed here, to this: keep it, and tell those who keep state of it."""
+        """It was just changed here, to this: keep it, and tell those who keep state
+        of it, here and on every other instance."""
+        self._tell(endpoint)
+        self._feed.publish(Change(ChangeKind.ENDPOINT, endpoint.id, endpoint.tenant))
+
+    async def reload(self, endpoint_id: str) -> None:
+        """Another instance changed it: read it again and tell those here who keep state of it."""
+        self._known.forget(endpoint_id)
+        endpoint = await self.get(endpoint_id)
+        if endpoint is not None:
+            self._tell(endpoint)
+
+    def refresh(self, endpoint_id: str) -> None:
+        """Its health changed by an attempt here (the gate here knows): read it again when
+        needed, and tell the other instances."""
+        self._known.forget(endpoint_id)
+        self._feed.publish(Change(ChangeKind.ENDPOINT, endpoint_id))
+
+    def _tell(self, endpoint: Endpoint) -> None:
         self._known.put(endpoint.id, endpoint)
         for listener in self._listeners:
             listener(endpoint)
-
-    def refresh(self, endpoint_id: str) -> None:
-        """Its health changed by an attempt here: read it again, telling no one."""
-        self._known.forget(endpoint_id)
 
     def on_change(self, listener: Callable[[Endpoint], None]) -> None:
         self._listeners.append(listener)

@@ -19,9 +19,12 @@ made or counted, its schedule is not consumed, and no other endpoint waits.
 
 The circuit and the endpoint's failing streak are its `EndpointHealth`,
 written to its row whenever they change (with the attempt that changed
-them), so a restart or another instance goes on from them. Tokens and the
-in-flight count are this process's own: one SQLite process sends everything;
-a store shared by several instances must share them through the database.
+them), so a restart or another instance goes on from them; other instances
+take it up when the change feed tells them. Tokens and the in-flight count
+here are this process's own, which is all there is with SQLite. A store that
+several instances share (PostgreSQL) also keeps both in the database and
+counts them at each claim, across instances; such an endpoint's deliveries
+are then never handed over, only claimed (see Deliverer.reserve_delivery).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from dispatcher.delivery.endpoints import EndpointBook
 from dispatcher.delivery.remembered import Remembered
 from dispatcher.ids import now
 from dispatcher.store.base import Store
+from dispatcher.store.feed import Change, ChangeFeed, ChangeKind
 from dispatcher.store.records import Delivery
 from dispatcher.store.signing import SigningSecrets
 
@@ -26,8 +27,11 @@ MAX_TENANTS = 10_000
 
 
 class TenantSecrets:
-    def __init__(self, store: Store, cache_seconds: float = CACHE_SECONDS) -> None:
+    def __init__(
+        self, store: Store, feed: ChangeFeed, cache_seconds: float = CACHE_SECONDS
+    ) -> None:
         self._store = store
+        self._feed = feed
         self._known: Remembered[str, SigningSecrets | None] = Remembered(cache_seconds, MAX_TENANTS)
 
     async def for_delivery(self, delivery: Delivery) -> list[str]:
@@ -37,8 +41,12 @@ class TenantSecrets:
 
     async def rotate(self, tenant: str, new_secret: str, grace_until: float) -> SigningSecrets:
         secrets = await self._store.rotate_tenant_secret(tenant, new_secret, grace_until, now())
-        self._known.forget(tenant)
+        self._feed.publish(Change(ChangeKind.TENANT_SECRETS, tenant))
         return secrets
+
+    def forget(self, tenant: str) -> None:
+        """Its secrets changed (here or on another instance): read them again when needed."""
+        self._known.forget(tenant)
 
 
 @dataclass(frozen=True, slots=True)

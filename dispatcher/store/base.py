@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 
 from dispatcher.store.endpoint_records import Endpoint, EndpointChanges, NewEndpoint
+from dispatcher.store.feed import ChangeFeed, LocalFeed
 from dispatcher.store.records import (
     ApiKey,
     AttemptRecord,
@@ -29,6 +30,14 @@ from dispatcher.store.stats import StoreStats
 
 
 class Store(ABC):
+    # Whether several instances may use this store at once (their limits shared through it).
+    shared = False
+
+    def change_feed(self) -> ChangeFeed:
+        """The feed that tells every instance on this store what another changed
+        (the store is open). One process per store: only itself to tell."""
+        return LocalFeed()
+
     @abstractmethod
     async def open(self) -> None: ...
 

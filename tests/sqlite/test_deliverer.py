@@ -13,6 +13,7 @@ from dispatcher.delivery.endpoints import EndpointBook
 from dispatcher.delivery.plan import finished
 from dispatcher.delivery.policy import AttemptResult, RetryPolicy
 from dispatcher.ids import new_id, now
+from dispatcher.store.feed import LocalFeed
 from dispatcher.store.records import (
     Channel,
     DeliveryFilter,
@@ -66,7 +67,7 @@ def deliverer(store, senders, per_host: int = 32, lease: float = 30) -> Delivere
     return Deliverer(
         store, senders, RetryPolicy([0.05]), Destinations(CachingResolver(), 5), owner="me",
         concurrency=8, per_host=per_host, lease=lease, poll_interval=0.05,
-        endpoints=EndpointBook(store), disable_after=432_000,
+        endpoints=EndpointBook(store, LocalFeed()), disable_after=432_000,
     )  # fmt: skip
 
 

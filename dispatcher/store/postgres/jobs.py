@@ -1,0 +1,193 @@
+"""The PostgreSQL store's jobs: submit, read, claim with leases, finish."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from dispatcher.errors import Conflict, QueueFull
+from dispatcher.store.filters import dollar, jobs_where
+from dispatcher.store.postgres import queries as sql
+from dispatcher.store.postgres.connection import PostgresConnection
+from dispatcher.store.records import (
+    DeliveryStatus,
+    DeliverySummary,
+    Job,
+    JobFilter,
+    Lease,
+    NewJob,
+    Outcome,
+    Page,
+)
+from dispatcher.store.rows import dump_json, page_of
+
+
+class PostgresJobs(PostgresConnection):
+    async def submit_job(
+        self,
+        job: NewJob,
+        max_queue: int,
+        tenant_share: int | None = None,
+        lease: Lease | None = None,
+    ) -> tuple[Job, bool]:
+        async with self._transaction() as connection:
+            if job.idempotency_key is not None:
+                # A repeat is answered with the first job even when the queue is full.
+                first = await connection.fetchrow(
+                    sql.FIND_IDEMPOTENT, job.tenant, job.idempotency_key
+                )
+                if first is not None:
+                    return await _repeat(connection, job, first)
+            await _check_room(connection, job.tenant, max_queue, tenant_share or max_queue)
+            row = await connection.fetchrow(sql.INSERT_JOB, *_job_params(job, lease))
+            if row is None:
+                # Another instance's job took the key since it was looked up.
+                first = await connection.fetchrow(
+                    sql.FIND_IDEMPOTENT, job.tenant, job.idempotency_key
+                )
+                return await _repeat(connection, job, first)
+        return Job.from_row(row), True
+
+    async def get_job(self, job_id: str, tenant: str | None) -> Job | None:
+        async with self._connection() as connection:
+            return await _read_job(connection, job_id, tenant)
+
+    async def list_jobs(self, where: JobFilter) -> Page:
+        clause = jobs_where(where, dollar)
+        query = sql.LIST_JOBS.format(where=clause.sql, limit=clause.next_placeholder())
+        async with self._connection() as connection:
+            rows = await connection.fetch(query, *clause.params, where.limit + 1)
+            page = page_of(rows, where.limit, lambda row: row["id"])
+            jobs = [Job.from_row(row) for row in page.items]
+            if jobs:
+                deliveries = await connection.fetch(sql.JOBS_DELIVERIES, [j.id for j in jobs])
+                jobs = _with_deliveries(jobs, deliveries)
+        return Page(jobs, page.next_cursor)
+
+    async def claim_jobs(
+        self, owner: str, limit: int, now: float, lease: float, *, skip_tenants: Sequence[str] = ()
+    ) -> list[Job]:
+        async with self._transaction() as connection:
+            rows = await connection.fetch(
+                sql.CLAIM_JOBS, owner, lease, now, limit, list(skip_tenants)
+            )
+        rows = sorted(rows, key=lambda row: row["due"])
+        return [Job.from_row(row) for row in rows]
+
+    async def finish_job(
+        self,
+        job_id: str,
+        owner: str | None,
+        outcome: Outcome,
+        lease: Lease | None = None,
+        leased: frozenset[str] = frozenset(),
+    ) -> Job | None:
+        at = outcome.finished_at
+        values = (
+            str(outcome.status),
+            dump_json(outcome.result),
+            dump_json(outcome.error),
+            at,
+            outcome.event_body,
+            job_id,
+        )
+        async with self._transaction() as connection:
+            if owner is None:
+                row = await connection.fetchrow(sql.FINISH_QUEUED_JOB, *values)
+            else:
+                row = await connection.fetchrow(sql.FINISH_RUNNING_JOB, *values, owner)
+            if row is None:
+                return None
+            job = Job.from_row(row)
+            deliveries = []
+            for d in outcome.deliveries:
+                taken = (lease.owner, lease.until) if lease and d.id in leased else (None, None)
+                params = (d.id, job.tenant, job.id, str(d.channel), d.target, d.endpoint_id)
+                deliveries.append((*params, d.event_type, at, at, d.body, d.host, *taken))
+            if deliveries:
+                await connection.executemany(sql.INSERT_DELIVERY, deliveries)
+        summaries = tuple(
+            DeliverySummary(d.id, str(d.channel), d.target, DeliveryStatus.PENDING, 0)
+            for d in outcome.deliveries
+        )
+        return replace(job, deliveries=summaries)
+
+    async def requeue_job(self, job_id: str, owner: str, run_at: float) -> None:
+        async with self._transaction() as connection:
+            await connection.execute(sql.REQUEUE_JOB, run_at, job_id, owner)
+
+    async def release_jobs(self, owner: str, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
+        async with self._transaction() as connection:
+            await connection.execute(sql.RELEASE_JOBS, list(job_ids), owner)
+
+    async def expired_deadlines(self, now: float, limit: int) -> list[Job]:
+        rows = await self._fetch(sql.EXPIRED_DEADLINES, now, limit)
+        return [Job.from_row(row) for row in rows]
+
+
+async def _check_room(connection: Any, tenant: str, total: int, share: int) -> None:
+    """QueueFull past the queue's limit, or past the tenant's share of it.
+
+    Counted in this transaction, not under a lock: instances submitting at
+    the same moment may each see room for the last place, so the queue can
+    pass its limit by a few jobs. A limit that keeps memory and backlog in
+    bounds allows that; serialising every submission would cost far more.
+    """
+    counts = await connection.fetchrow(sql.COUNT_QUEUED, tenant)
+    if counts["total"] >= total:
+        raise QueueFull(f"{counts['total']} jobs are queued; the limit is {total}")
+    if counts["tenant"] >= share:
+        raise QueueFull(f"this tenant has {counts['tenant']} jobs queued; its share is {share}")
+
+
+async def _repeat(connection: Any, job: NewJob, first: Any) -> tuple[Job, bool]:
+    """The answer to a repeated idempotency key: the first job, unless the request differs."""
+    if first["request_hash"] != job.request_hash:
+        raise Conflict("this Idempotency-Key was already used with a different request")
+    found = await _read_job(connection, first["id"], job.tenant)
+    assert found is not None
+    return found, False
+
+
+async def _read_job(connection: Any, job_id: str, tenant: str | None) -> Job | None:
+    row = await connection.fetchrow(sql.GET_JOB, job_id, tenant)
+    if row is None:
+        return None
+    summaries = await connection.fetch(sql.JOB_DELIVERIES, job_id)
+    return Job.from_row(row, tuple(_summary(s) for s in summaries))
+
+
+def _with_deliveries(jobs: list[Job], rows: Sequence[Any]) -> list[Job]:
+    by_job: dict[str, list[DeliverySummary]] = {}
+    for row in rows:
+        by_job.setdefault(row["job_id"], []).append(_summary(row))
+    return [replace(job, deliveries=tuple(by_job.get(job.id, ()))) for job in jobs]
+
+
+def _job_params(job: NewJob, lease: Lease | None) -> tuple[Any, ...]:
+    return (
+        job.id,
+        job.tenant,
+        job.type,
+        dump_json(job.payload) or "null",
+        job.callback_url,
+        job.endpoint_id,
+        dump_json(job.notify),
+        dump_json(job.metadata),
+        job.deadline,
+        job.created_at,
+        job.created_at,
+        job.idempotency_key,
+        job.request_hash,
+        lease.owner if lease else None,
+        lease.until if lease else None,
+    )
+
+
+def _summary(row: Any) -> DeliverySummary:
+    return DeliverySummary(
+        row["id"], row["channel"], row["target"], row["status"], row["attempt_count"]
+    )

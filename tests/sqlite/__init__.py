@@ -1,0 +1,1 @@
+"""Tests that reach into the SQLite adapter itself: its writer, its files, its disk."""
