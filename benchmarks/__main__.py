@@ -15,14 +15,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import bare, celery_run, figures
+from benchmarks import bare, celery_run, figures, postgres
 from benchmarks.processes import Child, answering, free_port
 from benchmarks.report import Report
 from benchmarks.service import Service, end_to_end
 from dispatcher.webhooks import generate_secret
 
 CORE = ("bare", "celery", "dispatcher")
-MORE = ("submits", "latency", "claims", "hanging", "restart")
+MORE = ("submits", "latency", "claims", "hanging", "restart", "postgres")
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -75,6 +75,13 @@ async def _phases(args: argparse.Namespace, report: Report, work: Path, receiver
             report.note("celery: not installed (pip install -e '.[bench]')")
     if "dispatcher" in args.phases:
         await _dispatcher(report, _folder(work, "e2e"), receiver, n, c)
+    if "postgres" in args.phases:
+        await _postgres(report, _folder(work, "postgres"), receiver, n, c)
+    await _more(args, report, work, receiver)
+
+
+async def _more(args: argparse.Namespace, report: Report, work: Path, receiver: str) -> None:
+    n, c = args.jobs, args.concurrency
     if "submits" in args.phases:
         report.update("submits", await figures.submits(_folder(work, "submits"), n, c))
     if "latency" in args.phases:
@@ -105,6 +112,15 @@ async def _dispatcher(report: Report, folder: Path, receiver: str, n: int, c: in
         service.stop()
     for name in ("jobs_per_s", "submits_per_s", "peak_rss_mb"):
         report.add("dispatcher", name, run[name])
+
+
+async def _postgres(report: Report, folder: Path, receiver: str, n: int, c: int) -> None:
+    if not await postgres.answers():
+        report.note(f"postgres: no server at {postgres.SERVER} (DISPATCHER_BENCH_POSTGRES_URL)")
+        return
+    for count in (1, 2):
+        jobs_per_s = await postgres.instances(_folder(folder, f"x{count}"), receiver, n, c, count)
+        report.add("postgres", f"jobs_per_s_{count}", jobs_per_s)
 
 
 def _folder(work: Path, name: str) -> Path:

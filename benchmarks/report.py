@@ -15,6 +15,8 @@ LINES = (
     ("dispatcher", "jobs_per_s", "dispatcher end to end: jobs/s (submit → webhook received)"),
     ("dispatcher", "submits_per_s", "dispatcher: durable 202s/s during that run"),
     ("dispatcher", "peak_rss_mb", "dispatcher: peak RSS, MB"),
+    ("postgres", "jobs_per_s_1", "PostgreSQL, 1 instance: jobs/s end to end"),
+    ("postgres", "jobs_per_s_2", "PostgreSQL, 2 instances, one database: jobs/s end to end"),
     ("submits", "bare_202_per_s", "bare aiohttp server answering 202: req/s"),
     ("submits", "durable_202_per_s", "dispatcher durable 202s/s (same requests)"),
     ("latency", "rate_per_s", "steady submit rate (half of end to end), jobs/s"),
@@ -43,6 +45,18 @@ RATIOS = (
         ("submits", "durable_202_per_s"),
         ("submits", "bare_202_per_s"),
         "≥ 0.6",
+    ),
+    (
+        "PostgreSQL 1 instance ÷ SQLite",
+        ("postgres", "jobs_per_s_1"),
+        ("dispatcher", "jobs_per_s"),
+        "",
+    ),
+    (
+        "PostgreSQL 2 instances ÷ 1",
+        ("postgres", "jobs_per_s_2"),
+        ("postgres", "jobs_per_s_1"),
+        "",
     ),
     ("claim big ÷ claim 10k", ("claims", "claim_ms_big"), ("claims", "claim_ms_10k"), "≤ 2"),
     (
@@ -86,7 +100,8 @@ class Report:
         for label, top, bottom, target in RATIOS:
             a, b = self.get(*top), self.get(*bottom)
             if a is not None and b:
-                lines.append(f"{label:<40} {a / b:>8.2f}   target {target}")
+                aim = f"   target {target}" if target else ""
+                lines.append(f"{label:<40} {a / b:>8.2f}{aim}")
         return "\n".join([*lines, "", *self.notes])
 
 

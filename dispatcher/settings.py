@@ -137,6 +137,13 @@ class Settings(BaseSettings):
         description="Requests one tenant may have in progress at once, streams and long-polls "
         "included; past it 429 with Retry-After. Admin keys are not counted.",
     )
+    max_endpoints_per_tenant: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Registered endpoints one tenant may have; past it POST /v1/endpoints "
+        "answers 409. Each endpoint being sent to keeps a little state in memory.",
+    )
     max_queue_per_tenant: int | None = Field(
         None,
         ge=1,

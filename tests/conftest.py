@@ -148,8 +148,9 @@ class Api:
 
 @pytest.fixture
 def make_api(
-    aiohttp_client: Any, tmp_path: Any, database_url: str
+    database_url: str, aiohttp_client: Any, tmp_path: Any
 ) -> Callable[..., Awaitable[Api]]:
+    # The database first: it is dropped after the apps on it have stopped.
     async def make(**overrides: Any) -> Api:
         settings = settings_for(tmp_path, **{"database_url": database_url, **overrides})
         return Api(await aiohttp_client(create_app(settings)))

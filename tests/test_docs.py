@@ -195,10 +195,14 @@ def _signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="the walkthrough uses curl")
-def test_the_readme_walkthrough_runs_as_pasted(tmp_path: Path):
-    script = tmp_path / "walkthrough.sh"
-    script.write_text(recipe(README, "walkthrough"))
+def _run_recipe(name: str, tmp_path: Path, log_name: str, **variables: str) -> str:
+    """Run a README recipe with bash as pasted, in a folder of its own; its stdout.
+
+    It must exit 0 and leave nothing running. `variables` are set as a user
+    would before pasting it (ports, a database).
+    """
+    script = tmp_path / f"{name}.sh"
+    script.write_text(recipe(README, name))
     work = tmp_path / "work"
     work.mkdir()
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
@@ -206,9 +210,7 @@ def test_the_readme_walkthrough_runs_as_pasted(tmp_path: Path):
         **inherited,
         # The installed console script (and this Python as python3), as after the README's install.
         "PATH": f"{Path(DISPATCHER).parent}{os.pathsep}{inherited.get('PATH', '')}",
-        # The README uses these when set, so that busy ports 8080 and 9000 do not matter.
-        "DISPATCHER_PORT": str(free_port()),
-        "HOOK_PORT": str(free_port()),
+        **variables,
     }
     out_file, err_file = tmp_path / "out.txt", tmp_path / "err.txt"
     with out_file.open("wb") as out, err_file.open("wb") as err:
@@ -233,14 +235,27 @@ def test_the_readme_walkthrough_runs_as_pasted(tmp_path: Path):
             process.kill()
             process.wait()
     output = out_file.read_text()
-    log = work / "dispatcher.log"
-    said = (
-        f"stdout:\n{output}\nstderr:\n{err_file.read_text()}\n"
-        f"dispatcher.log:\n{log.read_text() if log.exists() else '(none)'}"
+    logs = (
+        "".join(f"{log.name}:\n{log.read_text()}\n" for log in sorted(work.glob("*.log")))
+        or f"{log_name}: (none)"
     )
-    assert code == 0, f"the walkthrough exited with {code}\n{said}"
-    assert not left_running, f"the walkthrough left processes running\n{said}"
+    said = f"stdout:\n{output}\nstderr:\n{err_file.read_text()}\n{logs}"
+    assert code == 0, f"the {name} recipe exited with {code}\n{said}"
+    assert not left_running, f"the {name} recipe left processes running\n{said}"
+    return output
 
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the walkthrough uses curl")
+def test_the_readme_walkthrough_runs_as_pasted(tmp_path: Path):
+    # The README uses these when set, so that busy ports 8080 and 9000 do not matter.
+    output = _run_recipe(
+        "walkthrough",
+        tmp_path,
+        "dispatcher.log",
+        DISPATCHER_PORT=str(free_port()),
+        HOOK_PORT=str(free_port()),
+    )
+    said = f"stdout:\n{output}"
     answers = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     [job] = [a for a in answers if str(a.get("id", "")).startswith("job_")]
     assert job["status"] == "succeeded", said
@@ -251,6 +266,33 @@ def test_the_readme_walkthrough_runs_as_pasted(tmp_path: Path):
     # The receiver verified the webhook and said so.
     assert re.search(rf"{delivery['id']}  job\.succeeded  verified", output), said
     assert {"matched": 0} in answers, said
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the recipe uses curl")
+async def test_the_readme_two_instances_recipe_runs_as_pasted(tmp_path: Path):
+    from tests.support.databases import fresh_postgres_url
+
+    async with fresh_postgres_url() as url:
+        output = await asyncio.to_thread(
+            _run_recipe,
+            "instances",
+            tmp_path,
+            "a.log",
+            DATABASE_URL=url,
+            PORT_A=str(free_port()),
+            PORT_B=str(free_port()),
+        )
+    assert output.splitlines()[-1] == "succeeded", output
+
+
+def test_the_systemd_unit_runs_serve_with_known_settings():
+    unit = (REPO_ROOT / "examples" / "systemd" / "dispatcher@.service").read_text()
+    assert "ExecStart=/opt/dispatcher/.venv/bin/dispatcher serve" in unit
+    named = set(re.findall(r"^Environment=(DISPATCHER_[A-Z_]+)=", unit, re.MULTILINE))
+    named |= set(re.findall(r"^#\s+(DISPATCHER_[A-Z_]+)=", unit, re.MULTILINE))
+    assert named and named <= SERVER_VARIABLES, named - SERVER_VARIABLES
+    # Its instance number makes its port: dispatcher@1 listens on 8081.
+    assert "Environment=DISPATCHER_PORT=808%i" in unit
 
 
 async def test_the_readme_handler_module_is_the_tested_one_and_runs(

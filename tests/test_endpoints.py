@@ -322,8 +322,8 @@ async def test_deleting_an_endpoint_fails_what_waits_for_it(make_api, make_recei
     assert status == 422 and "no endpoint" in problem["detail"]
 
 
-async def test_a_tenant_may_have_only_so_many_endpoints(api, make_receiver, monkeypatch):
-    monkeypatch.setattr("dispatcher.store.sqlite.endpoints.MAX_ENDPOINTS_PER_TENANT", 2)
+async def test_a_tenant_may_have_only_so_many_endpoints(make_api, make_receiver):
+    api = await make_api(max_endpoints_per_tenant=2)
     acme, _ = await api.new_tenant("acme")
     url = (await make_receiver()).url
     first = await create(acme, url=url)

@@ -91,7 +91,8 @@ async def create(request: web.Request) -> web.Response:
             rate_limit=spec.rate_limit,
             max_in_flight=spec.max_in_flight,
             created_at=now(),
-        )
+        ),
+        svc.settings.max_endpoints_per_tenant,
     )
     answer = {**endpoint.public(), **_credential(endpoint)}
     return json_answer(answer, status=201, headers={"Location": f"/v1/endpoints/{endpoint.id}"})

@@ -39,10 +39,13 @@ class Store(ABC):
         return LocalFeed()
 
     @abstractmethod
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Connect and bring the schema up to date; StartupError if the database cannot
+        be opened (its message names where, never a password)."""
 
     @abstractmethod
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Let go of the database once every write handed to the store is committed."""
 
     @abstractmethod
     async def ping(self) -> None:
@@ -60,25 +63,33 @@ class Store(ABC):
         """Store a key; create its tenant with `tenant_secret` if the tenant is new."""
 
     @abstractmethod
-    async def ensure_tenant(self, tenant: str, secret: str, now: float) -> None: ...
+    async def ensure_tenant(self, tenant: str, secret: str, now: float) -> None:
+        """Create the tenant with `secret` unless it exists (then nothing changes)."""
 
     @abstractmethod
-    async def find_key(self, prefix: str) -> ApiKey | None: ...
+    async def find_key(self, prefix: str) -> ApiKey | None:
+        """The key with this prefix, revoked keys being gone."""
 
     @abstractmethod
-    async def list_keys(self, limit: int, before: str | None) -> Page: ...
+    async def list_keys(self, limit: int, before: str | None) -> Page:
+        """Keys newest first, `limit` a page; `before` is a cursor this method handed out
+        (rows.cursor_of_key), and the page's next_cursor leads on."""
 
     @abstractmethod
-    async def revoke_key(self, prefix: str) -> bool: ...
+    async def revoke_key(self, prefix: str) -> bool:
+        """Delete the key; whether there was one."""
 
     @abstractmethod
-    async def touch_key(self, prefix: str, at: float) -> None: ...
+    async def touch_key(self, prefix: str, at: float) -> None:
+        """Note that the key was used at `at` (its last_used_at)."""
 
     @abstractmethod
-    async def count_keys(self) -> int: ...
+    async def count_keys(self) -> int:
+        """How many keys there are (none: serve mints a first admin key)."""
 
     @abstractmethod
-    async def tenant_secrets(self, tenant: str) -> SigningSecrets | None: ...
+    async def tenant_secrets(self, tenant: str) -> SigningSecrets | None:
+        """The tenant's signing secrets, current and rotated out; None for no such tenant."""
 
     @abstractmethod
     async def rotate_tenant_secret(
@@ -106,10 +117,13 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def get_job(self, job_id: str, tenant: str | None) -> Job | None: ...
+    async def get_job(self, job_id: str, tenant: str | None) -> Job | None:
+        """The job with its deliveries' summaries, if it is `tenant`'s (any tenant's for None)."""
 
     @abstractmethod
-    async def list_jobs(self, where: JobFilter) -> Page: ...
+    async def list_jobs(self, where: JobFilter) -> Page:
+        """Jobs newest first as `where` selects them (filters.jobs_where), with their
+        deliveries' summaries; the cursor is the last job's id."""
 
     @abstractmethod
     async def claim_jobs(
@@ -142,14 +156,16 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def requeue_job(self, job_id: str, owner: str, run_at: float) -> None: ...
+    async def requeue_job(self, job_id: str, owner: str, run_at: float) -> None:
+        """Put `owner`'s running job back in the queue, due at `run_at`, counting a retry."""
 
     @abstractmethod
     async def release_jobs(self, owner: str, job_ids: list[str]) -> None:
         """Give running jobs back to the queue (graceful shutdown)."""
 
     @abstractmethod
-    async def expired_deadlines(self, now: float, limit: int) -> list[Job]: ...
+    async def expired_deadlines(self, now: float, limit: int) -> list[Job]:
+        """Up to `limit` queued jobs whose deadline is before `now` (to be cancelled)."""
 
     # Deliveries
 
@@ -188,13 +204,17 @@ class Store(ABC):
         with what it taught of the delivery's endpoint (a disabling ends what waits)."""
 
     @abstractmethod
-    async def release_deliveries(self, owner: str, delivery_ids: list[str]) -> None: ...
+    async def release_deliveries(self, owner: str, delivery_ids: list[str]) -> None:
+        """Drop `owner`'s leases on these deliveries, leaving them due as they were."""
 
     @abstractmethod
-    async def get_delivery(self, delivery_id: str, tenant: str | None) -> Delivery | None: ...
+    async def get_delivery(self, delivery_id: str, tenant: str | None) -> Delivery | None:
+        """The delivery with every attempt, if it is `tenant`'s (any tenant's for None)."""
 
     @abstractmethod
-    async def list_deliveries(self, where: DeliveryFilter) -> Page: ...
+    async def list_deliveries(self, where: DeliveryFilter) -> Page:
+        """Deliveries newest first as `where` selects them (filters.deliveries_where),
+        without attempts; the cursor is the last delivery's id."""
 
     @abstractmethod
     async def replay_delivery(
@@ -205,12 +225,17 @@ class Store(ABC):
     @abstractmethod
     async def replay_deliveries(
         self, where: DeliveryFilter, by: str, now: float, dry_run: bool
-    ) -> int: ...
+    ) -> int:
+        """Send again every finished delivery `where` selects whose endpoint (if any) is
+        neither disabled nor deleted; how many. A dry run counts the very rows the
+        replay would take (both select through filters.deliveries_where), writing nothing."""
 
     # Endpoints
 
     @abstractmethod
-    async def create_endpoint(self, new: NewEndpoint) -> Endpoint: ...
+    async def create_endpoint(self, new: NewEndpoint, max_per_tenant: int) -> Endpoint:
+        """Register it; Conflict, writing nothing, if its tenant has `max_per_tenant` already
+        (several instances registering at one moment may pass it by one each)."""
 
     @abstractmethod
     async def get_endpoint(
@@ -219,7 +244,9 @@ class Store(ABC):
         """The endpoint (of `tenant`, unless None); a deleted one only if `deleted`."""
 
     @abstractmethod
-    async def list_endpoints(self, tenant: str | None, limit: int, before: str | None) -> Page: ...
+    async def list_endpoints(self, tenant: str | None, limit: int, before: str | None) -> Page:
+        """Endpoints not deleted, newest first, of `tenant` (all for None); the cursor is
+        the last one's id."""
 
     @abstractmethod
     async def update_endpoint(
@@ -235,7 +262,9 @@ class Store(ABC):
     @abstractmethod
     async def rotate_endpoint_secret(
         self, endpoint_id: str, tenant: str | None, new_secret: str, grace_until: float, now: float
-    ) -> Endpoint | None: ...
+    ) -> Endpoint | None:
+        """Put `new_secret` in front; those it replaces sign on until `grace_until`.
+        None if there is no such endpoint (of `tenant`)."""
 
     @abstractmethod
     async def stats(self, now: float) -> StoreStats:

@@ -10,10 +10,6 @@ from typing import Any
 from dispatcher.ids import rfc3339
 from dispatcher.store.signing import SigningSecrets
 
-# Each endpoint keeps a little state in memory while it is sent to (its gate);
-# no tenant may grow that, or the claims that look at it, without bound.
-MAX_ENDPOINTS_PER_TENANT = 1000
-
 
 class Signature(StrEnum):
     HMAC = "hmac"

@@ -40,6 +40,10 @@ class Where:
         """The placeholder of the parameter after those added so far."""
         return self._placeholder(self._first + len(self.params))
 
+    def also(self, condition: str) -> None:
+        """A condition without parameters."""
+        self.clauses.append(condition)
+
     def equal(self, column: str, value: Any) -> None:
         """The column equal to `value`; None puts no condition on it."""
         if value is not None:
@@ -76,4 +80,17 @@ def deliveries_where(where: DeliveryFilter, placeholder: Placeholder) -> Where:
         clause.add("created_at >= {}", where.since)
     if where.until is not None:
         clause.add("created_at < {}", where.until)
+    return clause
+
+
+# What a bulk replay may send again: finished deliveries, not to an endpoint
+# that is disabled or deleted. Plain SQL that both dialects read alike.
+REPLAYABLE = """status <> 'pending' AND (endpoint_id IS NULL OR endpoint_id IN (
+    SELECT e.id FROM endpoints AS e WHERE e.disabled_at IS NULL AND e.deleted_at IS NULL))"""
+
+
+def replayable_where(where: DeliveryFilter, placeholder: Placeholder) -> Where:
+    """The deliveries a bulk replay takes, and its dry run counts: the very same rows."""
+    clause = deliveries_where(where, placeholder)
+    clause.also(REPLAYABLE)
     return clause

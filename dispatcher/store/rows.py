@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dispatcher.store.endpoint_records import CHANGEABLE, EndpointChanges
 from dispatcher.store.records import Page
 
 
@@ -41,3 +42,28 @@ def key_cursor(before: str | None) -> tuple[float | None, str | None]:
     if found is None:
         return None, None
     return float(found[1]), found[2]
+
+
+def dump_event_types(event_types: tuple[str, ...] | list[str] | None) -> str | None:
+    """An endpoint's event filter as stored: a JSON list, or NULL for every type."""
+    return None if event_types is None else json.dumps(list(event_types))
+
+
+def changed_columns(changes: EndpointChanges, now: float) -> dict[str, Any]:
+    """An endpoint's changed fields as its columns store them, with when.
+
+    Column names come from the fixed list CHANGEABLE only, never from the request.
+    """
+    values = {c: _column(c, changes.values[c]) for c in CHANGEABLE if c in changes.values}
+    if changes.host is not None:
+        values["host"] = changes.host
+    values["updated_at"] = now
+    return values
+
+
+def _column(column: str, value: Any) -> Any:
+    if column == "headers":
+        return json.dumps(value or {})
+    if column == "event_types":
+        return dump_event_types(value)
+    return value

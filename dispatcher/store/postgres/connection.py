@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -26,8 +25,6 @@ import asyncpg
 from dispatcher.errors import STORE_RETRY_AFTER, StartupError, StoreUnavailable
 from dispatcher.store.postgres import queries as sql
 from dispatcher.store.postgres.migrations import migrate
-
-log = logging.getLogger(__name__)
 
 # Seconds to open a connection, and for the readiness probe's write.
 CONNECT_TIMEOUT = 10.0
@@ -48,10 +45,18 @@ _UNAVAILABLE: tuple[tuple[type[BaseException], str], ...] = (
     (asyncpg.QueryCanceledError, "it did not answer in time"),
     (asyncpg.OperatorInterventionError, "an operator ended the connection"),
     (asyncpg.PostgresConnectionError, "the connection was lost"),
+    # What a query on an idle connection raises when the server's goodbye (a
+    # shutdown's error) arrived and its close has not been read yet: asyncpg's
+    # protocol is then out of step, and the pool drops the connection.
+    (asyncpg.InternalClientError, "the connection was lost"),
     (TimeoutError, "it did not answer in time"),
     (ConnectionError, "the connection failed"),
     (OSError, "the connection failed"),
 )
+
+
+# What opening the pool or migrating raises when the database is not as configured.
+_CONNECTING = (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def unavailable(exc: BaseException, connection: Any = None) -> StoreUnavailable | None:
@@ -117,13 +122,13 @@ class PostgresConnection:
             pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=self._pool_size, timeout=CONNECT_TIMEOUT
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _CONNECTING as exc:
             reason = _reason(exc, self._dsn)
             raise StartupError(f"the database {where} cannot be reached: {reason}") from None
         try:
             async with pool.acquire() as connection:
                 await migrate(connection)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _CONNECTING as exc:
             await pool.close()
             reason = _reason(exc, self._dsn)
             raise StartupError(f"the database {where} cannot be migrated: {reason}") from None
@@ -150,17 +155,18 @@ class PostgresConnection:
             await connection.fetchval(sql.PING)
 
     async def check_writable(self) -> None:
-        async with self._transaction(timeout=PROBE_TIMEOUT) as connection:
+        async with self._transaction(within=PROBE_TIMEOUT) as connection:
             await connection.execute(sql.PROBE_WRITE, timeout=PROBE_TIMEOUT)
 
     @contextlib.asynccontextmanager
-    async def _connection(self, timeout: float | None = None) -> AsyncIterator[Any]:
-        """A connection of the pool for reads, its failures said as StoreUnavailable."""
+    async def _connection(self, within: float | None = None) -> AsyncIterator[Any]:
+        """A connection of the pool, any failure that says the database is out of reach
+        raised as StoreUnavailable; a broken connection is dropped by the pool on release."""
         if self.pool is None:
             raise RuntimeError("the store is closed")
         connection = None
         try:
-            async with self.pool.acquire(timeout=timeout) as connection:
+            async with self.pool.acquire(timeout=within) as connection:
                 yield connection
         except Exception as exc:
             mapped = unavailable(exc, connection)
@@ -169,9 +175,12 @@ class PostgresConnection:
             raise mapped from exc
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, timeout: float | None = None) -> AsyncIterator[Any]:
-        """One call's writes, committed together when the block ends without an error."""
-        async with self._connection(timeout) as connection, connection.transaction():
+    async def _transaction(self, within: float | None = None) -> AsyncIterator[Any]:
+        """One call's writes, committed together when the block ends without an error.
+
+        `within`: seconds to wait for a connection when the pool has none free.
+        """
+        async with self._connection(within) as connection, connection.transaction():
             yield connection
         if self._on_commit is not None:
             self._on_commit(1)

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dispatcher.errors import NotFound
-from dispatcher.store.filters import deliveries_where, dollar
+from dispatcher.store.filters import deliveries_where, dollar, replayable_where
 from dispatcher.store.postgres import queries as sql
 from dispatcher.store.postgres.connection import PostgresConnection, affected
 from dispatcher.store.postgres.endpoints import record_health
@@ -156,11 +156,11 @@ class PostgresDeliveries(PostgresConnection):
         # The same filter and the same rule for both, so the dry run counts what
         # the replay would take; the replay's own two parameters come first.
         if dry_run:
-            clause = deliveries_where(where, dollar)
-            query = sql.COUNT_REPLAYABLE.format(where=f"{clause.sql} AND {sql.REPLAYABLE}")
+            clause = replayable_where(where, dollar)
+            query = sql.COUNT_REPLAYABLE.format(where=clause.sql)
             return int((await self._fetchrow(query, *clause.params))[0])
-        clause = deliveries_where(where, lambda number: dollar(number + 2))
-        query = sql.REPLAY_MANY.format(where=f"{clause.sql} AND {sql.REPLAYABLE}")
+        clause = replayable_where(where, lambda number: dollar(number + 2))
+        query = sql.REPLAY_MANY.format(where=clause.sql)
         async with self._transaction() as connection:
             status = await connection.execute(query, now, by, *clause.params)
         return affected(status)
@@ -168,64 +168,71 @@ class PostgresDeliveries(PostgresConnection):
 
 async def _endpoint_rooms(
     connection: Any, rows: Sequence[Any], rooms: dict[str, int]
-) -> dict[str, tuple[float, float, float]]:
+) -> dict[str, tuple[float, float]]:
     """Narrow `rooms` to what every instance leaves of each limited endpoint's limits.
 
     For an endpoint with `max_in_flight`, the room is what the deliveries
     leased to it now (by any instance) leave; for one with `rate_limit`, the
-    whole tokens its bucket holds. Each is the least of that and the room the
-    caller gave. The endpoints' rows in endpoint_tokens stay locked until the
-    claim commits, so claims for one endpoint count one after the other.
-    Deliveries without an endpoint, or to one without limits, cost nothing here.
-    Answers each rate-limited endpoint's bucket: (tokens now, when, rate).
+    whole tokens in its bucket; and never more than the room the caller gave.
+    The endpoints' rows in endpoint_tokens stay locked until the claim
+    commits, so claims for one endpoint count one after the other. Deliveries
+    without an endpoint, or to one without limits, cost nothing here.
+
+    Answers the buckets of the rate-limited endpoints: (tokens now, as of when).
     """
     limits = {
         row["endpoint_id"]: (row["rate_limit"], row["max_in_flight"])
         for row in rows
-        if row["endpoint_id"] is not None
-        and (row["rate_limit"] is not None or row["max_in_flight"] is not None)
+        if row["rate_limit"] is not None or row["max_in_flight"] is not None
     }
     if not limits:
         return {}
     locked = await _lock_buckets(connection, limits)
-    caps: dict[str, int] = {}
-    bounded = [endpoint for endpoint, (_, most) in limits.items() if most is not None]
-    if bounded:
-        counted = await connection.fetch(sql.ENDPOINTS_IN_FLIGHT, bounded)
-        in_flight = {row["endpoint_id"]: row["n"] for row in counted}
-        for endpoint in bounded:
-            caps[endpoint] = max(0, limits[endpoint][1] - in_flight.get(endpoint, 0))
-    buckets: dict[str, tuple[float, float, float]] = {}
+    caps = await _in_flight_caps(connection, limits)
+    buckets: dict[str, tuple[float, float]] = {}
     for endpoint, (rate, _) in limits.items():
-        if rate is None:
-            continue
-        tokens, at, clock = locked[endpoint]
-        elapsed = max(0.0, clock - at)
-        tokens = min(_capacity(rate), tokens + elapsed * rate)
-        buckets[endpoint] = (tokens, max(at, clock), float(rate))
-        whole = math.floor(tokens)
-        caps[endpoint] = min(caps[endpoint], whole) if endpoint in caps else whole
+        if rate is not None:
+            tokens, at, clock = locked[endpoint]
+            # Refilled for the time since it was counted; never back in time.
+            tokens = min(_capacity(rate), tokens + max(0.0, clock - at) * rate)
+            buckets[endpoint] = (tokens, max(at, clock))
+            caps[endpoint] = min(caps.get(endpoint, math.floor(tokens)), math.floor(tokens))
     for endpoint, cap in caps.items():
         rooms[endpoint] = min(rooms.get(endpoint, cap), cap)
     return buckets
 
 
+async def _in_flight_caps(
+    connection: Any, limits: Mapping[str, tuple[int | None, int | None]]
+) -> dict[str, int]:
+    """What each endpoint's in-flight limit leaves, counting every instance's leases."""
+    bounded = [endpoint for endpoint, (_, most) in limits.items() if most is not None]
+    if not bounded:
+        return {}
+    counted = await connection.fetch(sql.ENDPOINTS_IN_FLIGHT, bounded)
+    in_flight = {row["endpoint_id"]: row["n"] for row in counted}
+    return {e: max(0, (limits[e][1] or 0) - in_flight.get(e, 0)) for e in bounded}
+
+
 async def _lock_buckets(
     connection: Any, limits: Mapping[str, tuple[int | None, int | None]]
 ) -> dict[str, tuple[float, float, float]]:
-    """Lock the endpoints' rows, made full if new: (tokens, when they were counted, now)."""
+    """Lock the endpoints' rows, made full if new: (tokens, when they were counted, now).
+
+    The rows are made first and locked after, each step in the order of the
+    ids: locking what exists and then making what did not could cross
+    another claim doing the same and deadlock.
+    """
     ids = sorted(limits)
+    full = [_capacity(limits[endpoint][0]) for endpoint in ids]
+    await connection.execute(sql.ADD_ENDPOINT_TOKENS, ids, full)
     rows = await connection.fetch(sql.LOCK_ENDPOINT_TOKENS, ids)
-    if len(rows) < len(ids):
-        full = [_capacity(limits[endpoint][0]) for endpoint in ids]
-        await connection.execute(sql.ADD_ENDPOINT_TOKENS, ids, full)
-        rows = await connection.fetch(sql.LOCK_ENDPOINT_TOKENS, ids)
     return {row["endpoint_id"]: (row["tokens"], row["at"], row["now"]) for row in rows}
 
 
 async def _spend_tokens(
     connection: Any,
-    buckets: Mapping[str, tuple[float, float, float]],
+    buckets: Mapping[str, tuple[float, float]],
     rows: Sequence[Any],
     chosen: list[str],
 ) -> None:

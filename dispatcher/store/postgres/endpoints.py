@@ -7,8 +7,6 @@ from typing import Any
 
 from dispatcher.errors import Conflict
 from dispatcher.store.endpoint_records import (
-    CHANGEABLE,
-    MAX_ENDPOINTS_PER_TENANT,
     Endpoint,
     EndpointChanges,
     EndpointHealth,
@@ -18,11 +16,11 @@ from dispatcher.store.filters import dollar
 from dispatcher.store.postgres import queries as sql
 from dispatcher.store.postgres.connection import PostgresConnection
 from dispatcher.store.records import Page
-from dispatcher.store.rows import page_of
+from dispatcher.store.rows import changed_columns, dump_event_types, page_of
 
 
 class PostgresEndpoints(PostgresConnection):
-    async def create_endpoint(self, new: NewEndpoint) -> Endpoint:
+    async def create_endpoint(self, new: NewEndpoint, max_per_tenant: int) -> Endpoint:
         params = (
             new.id,
             new.tenant,
@@ -30,7 +28,7 @@ class PostgresEndpoints(PostgresConnection):
             new.host,
             new.description,
             json.dumps(new.headers),
-            _types(new.event_types),
+            dump_event_types(new.event_types),
             str(new.signature),
             new.secret,
             new.rate_limit,
@@ -41,7 +39,7 @@ class PostgresEndpoints(PostgresConnection):
             # Counted without a lock: two instances registering a tenant's last
             # endpoint at the same moment may pass the limit by one.
             count = await connection.fetchval(sql.COUNT_TENANT_ENDPOINTS, new.tenant)
-            if count >= MAX_ENDPOINTS_PER_TENANT:
+            if count >= max_per_tenant:
                 raise Conflict(
                     f"this tenant has {count} endpoints, the most it may have; delete one first"
                 )
@@ -62,11 +60,7 @@ class PostgresEndpoints(PostgresConnection):
     async def update_endpoint(
         self, endpoint_id: str, tenant: str | None, changes: EndpointChanges, now: float
     ) -> Endpoint | None:
-        # Column names come from this fixed list only, never from the request.
-        values = {c: _column(c, changes.values[c]) for c in CHANGEABLE if c in changes.values}
-        if changes.host is not None:
-            values["host"] = changes.host
-        values["updated_at"] = now
+        values = changed_columns(changes, now)
         assignments = ", ".join(
             f"{column} = {dollar(number)}" for number, column in enumerate(values, start=1)
         )
@@ -143,15 +137,3 @@ async def record_health(
     )
     if health.disabled_reason is not None:
         await disable_endpoint(connection, endpoint_id, health.disabled_reason, now)
-
-
-def _types(event_types: tuple[str, ...] | list[str] | None) -> str | None:
-    return None if event_types is None else json.dumps(list(event_types))
-
-
-def _column(column: str, value: Any) -> Any:
-    if column == "headers":
-        return json.dumps(value or {})
-    if column == "event_types":
-        return _types(value)
-    return value

@@ -7,6 +7,10 @@ as `text` (it comes back as the string the records parse), blobs are
 `bytea`. Identifiers compare byte by byte (COLLATE "C"), as SQLite compares
 them, so that "newest first" pages the same whatever the database's locale.
 
+One index differs: an endpoint's pending deliveries are indexed with their
+lease, so that a claim counts those in flight to it (its in-flight limit,
+across instances) without reading its whole backlog.
+
 Several instances may start at once on one database: each applies the
 migrations under one advisory lock, in one transaction, so the first applies
 them and the others find them applied.
@@ -20,7 +24,8 @@ import asyncpg
 MIGRATION_LOCK = 7235441202855961448
 
 LOCK = "SELECT pg_advisory_xact_lock($1)"
-CREATE_VERSIONS = "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY)"
+HAS_VERSIONS = "SELECT to_regclass('schema_version') IS NOT NULL"
+CREATE_VERSIONS = "CREATE TABLE schema_version (version integer PRIMARY KEY)"
 CURRENT_VERSION = "SELECT coalesce(max(version), 0) FROM schema_version"
 RECORD_VERSION = "INSERT INTO schema_version (version) VALUES ($1)"
 
@@ -102,7 +107,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
     CREATE INDEX deliveries_job ON deliveries (job_id);
     CREATE INDEX deliveries_tenant ON deliveries (tenant, id);
-    CREATE INDEX deliveries_endpoint_pending ON deliveries (endpoint_id)
+    CREATE INDEX deliveries_endpoint_pending ON deliveries (endpoint_id, lease_until)
         WHERE status = 'pending' AND endpoint_id IS NOT NULL;
     CREATE INDEX deliveries_failed ON deliveries (id) WHERE status = 'failed';
     CREATE TABLE attempts (
@@ -156,7 +161,10 @@ async def migrate(connection: asyncpg.Connection) -> int:
     """Apply the migrations not applied yet; the version the database was at."""
     async with connection.transaction():
         await connection.execute(LOCK, MIGRATION_LOCK)
-        await connection.execute(CREATE_VERSIONS)
+        # Looked up before it is made: a database that is read-only for now
+        # (failing over) opens if its schema is up to date, and answers reads.
+        if not await connection.fetchval(HAS_VERSIONS):
+            await connection.execute(CREATE_VERSIONS)
         current = int(await connection.fetchval(CURRENT_VERSION))
         for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
             await connection.execute(script)

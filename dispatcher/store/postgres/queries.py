@@ -66,7 +66,7 @@ INSERT INTO jobs (id, tenant, type, status, payload, callback_url, endpoint_id, 
                   lease_owner, lease_until, started_at)
 VALUES ($1, $2, $3, CASE WHEN $14::text IS NULL THEN 'queued' ELSE 'running' END,
         $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-        CASE WHEN $14::text IS NULL THEN NULL ELSE $10 END)
+        CASE WHEN $14::text IS NULL THEN NULL ELSE $10::float8 END)
 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *
 """
@@ -171,7 +171,8 @@ FROM deliveries WHERE id = $9
 # claim holds. Each comes with its endpoint's limits when it has any and may
 # be sent to: a claim counts those across instances. {window} bounds the
 # look to the oldest $7 due rows, so a huge backlog to one busy receiver
-# costs a claim no more than that.
+# costs a claim no more than that: read as an array first, so that they are
+# fetched by id rather than joined with every due row.
 _DUE = f"""
 SELECT d.id, d.tenant, coalesce(d.host, '') AS host, d.endpoint_id, d.next_attempt_at,
        e.rate_limit, e.max_in_flight
@@ -191,11 +192,11 @@ FOR UPDATE OF d SKIP LOCKED
 """
 DUE_DELIVERIES = _DUE.format(window="")
 DUE_DELIVERIES_IN_WINDOW = _DUE.format(
-    window=f"""AND d.id IN (
+    window=f"""AND d.id = ANY(ARRAY(
       SELECT id FROM deliveries
       WHERE status = 'pending' AND next_attempt_at <= $1
         AND (lease_until IS NULL OR lease_until < {CLOCK})
-      ORDER BY next_attempt_at LIMIT $7)"""
+      ORDER BY next_attempt_at LIMIT $7))"""
 )
 
 # A lapsed lease (its process or task died mid-attempt) is counted, as for
@@ -220,8 +221,9 @@ ORDER BY endpoint_id
 FOR UPDATE
 """
 
-# A bucket starts full. In the order of the ids, as every claim locks them:
-# two claims never wait for each other both ways.
+# A bucket starts full. Rows that exist are left alone, unlocked; one another
+# claim is making is waited for. In the order of the ids, as every claim locks
+# them: two claims never wait for each other both ways.
 ADD_ENDPOINT_TOKENS = f"""
 INSERT INTO endpoint_tokens (endpoint_id, tokens, at)
 SELECT id, tokens, {WALL_CLOCK} FROM unnest($1::text[], $2::float8[]) AS t (id, tokens)
@@ -235,7 +237,8 @@ FROM unnest($1::text[], $2::float8[], $3::float8[]) AS t (id, tokens, at)
 WHERE b.endpoint_id = t.id
 """
 
-# Deliveries leased now, by any instance: attempts in flight to the endpoint.
+# Deliveries leased now, by any instance: attempts in flight to the endpoint,
+# a range of deliveries_endpoint_pending however long its backlog.
 ENDPOINTS_IN_FLIGHT = f"""
 SELECT endpoint_id, count(*) AS n FROM deliveries
 WHERE endpoint_id = ANY($1::text[]) AND status = 'pending' AND lease_until >= {CLOCK}
@@ -287,9 +290,6 @@ SET status = 'pending', next_attempt_at = $1,
 
 # What a bulk replay, and its dry run, select beyond the filter: finished
 # deliveries, none to an endpoint that is disabled or deleted.
-REPLAYABLE = """status <> 'pending' AND (endpoint_id IS NULL OR endpoint_id IN (
-    SELECT e.id FROM endpoints AS e WHERE e.disabled_at IS NULL AND e.deleted_at IS NULL))"""
-
 REPLAY_ONE = _REPLAY_SET + "WHERE d.id = $3 AND ($4::text IS NULL OR d.tenant = $4) RETURNING d.*"
 
 # {where}'s parameters follow $1 and $2; the dry run counts the same {where} from $1.
@@ -297,16 +297,18 @@ REPLAY_MANY = _REPLAY_SET + "WHERE {where}"
 COUNT_REPLAYABLE = "SELECT count(*) FROM deliveries WHERE {where}"
 
 # Jobs with a pending delivery (a replay in progress) are kept until it ends.
-# Rows another instance is purging at the same moment are left to it.
+# Rows another instance is purging at the same moment are left to it. The
+# chunk's ids are read as an array first, so each is deleted by its key
+# rather than by a join with the whole table.
 PURGE_JOBS = """
-DELETE FROM jobs WHERE id IN (
+DELETE FROM jobs WHERE id = ANY(ARRAY(
     SELECT id FROM jobs AS j WHERE finished_at IS NOT NULL AND finished_at < $1
       AND NOT EXISTS (
           SELECT 1 FROM deliveries AS d WHERE d.job_id = j.id AND d.status = 'pending'
       )
     LIMIT 1000
     FOR UPDATE SKIP LOCKED
-)
+))
 """
 
 # Endpoints. A deleted endpoint keeps its row (marked), so that what is still

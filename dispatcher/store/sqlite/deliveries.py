@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dispatcher.errors import NotFound
-from dispatcher.store.filters import deliveries_where, question_mark
+from dispatcher.store.filters import deliveries_where, question_mark, replayable_where
 from dispatcher.store.records import (
     Attempt,
     AttemptRecord,
@@ -161,15 +161,14 @@ class SQLiteDeliveries(SQLiteConnection):
     async def replay_deliveries(
         self, where: DeliveryFilter, by: str, now: float, dry_run: bool
     ) -> int:
-        clause = deliveries_where(where, question_mark)
-        selected = f"{clause.sql} AND {sql.SENDABLE}"
+        clause = replayable_where(where, question_mark)
         if dry_run:
-            query = f"SELECT count(*) FROM deliveries WHERE {selected}"
+            query = sql.COUNT_DELIVERIES.format(where=clause.sql)
             rows = await self._read(query, clause.params)
             return int(rows[0][0])
 
         def op(batch: Batch) -> int:
-            query = sql.REPLAY_MANY.format(where=selected)
+            query = sql.REPLAY_MANY.format(where=clause.sql)
             cursor = batch.db.execute(query, (now, by, *clause.params))
             return cursor.rowcount
 

@@ -7,22 +7,20 @@ from typing import Any
 
 from dispatcher.errors import Conflict
 from dispatcher.store.endpoint_records import (
-    CHANGEABLE,
-    MAX_ENDPOINTS_PER_TENANT,
     Endpoint,
     EndpointChanges,
     EndpointHealth,
     NewEndpoint,
 )
 from dispatcher.store.records import Page
-from dispatcher.store.rows import page_of
+from dispatcher.store.rows import changed_columns, dump_event_types, page_of
 from dispatcher.store.sqlite import queries as sql
 from dispatcher.store.sqlite.connection import SQLiteConnection
 from dispatcher.store.sqlite.writer import Batch
 
 
 class SQLiteEndpoints(SQLiteConnection):
-    async def create_endpoint(self, new: NewEndpoint) -> Endpoint:
+    async def create_endpoint(self, new: NewEndpoint, max_per_tenant: int) -> Endpoint:
         params = (
             new.id,
             new.tenant,
@@ -30,7 +28,7 @@ class SQLiteEndpoints(SQLiteConnection):
             new.host,
             new.description,
             json.dumps(new.headers),
-            _types(new.event_types),
+            dump_event_types(new.event_types),
             str(new.signature),
             new.secret,
             new.rate_limit,
@@ -40,7 +38,7 @@ class SQLiteEndpoints(SQLiteConnection):
 
         def op(batch: Batch) -> Any:
             count = batch.fetch(sql.COUNT_TENANT_ENDPOINTS, (new.tenant,))[0][0]
-            if count >= MAX_ENDPOINTS_PER_TENANT:
+            if count >= max_per_tenant:
                 # Declined before anything is written, as the writer asks.
                 raise Conflict(
                     f"this tenant has {count} endpoints, the most it may have; delete one first"
@@ -63,11 +61,7 @@ class SQLiteEndpoints(SQLiteConnection):
     async def update_endpoint(
         self, endpoint_id: str, tenant: str | None, changes: EndpointChanges, now: float
     ) -> Endpoint | None:
-        # Column names come from this fixed list only, never from the request.
-        values = {c: _column(c, changes.values[c]) for c in CHANGEABLE if c in changes.values}
-        if changes.host is not None:
-            values["host"] = changes.host
-        values["updated_at"] = now
+        values = changed_columns(changes, now)
         assignments = ", ".join(f"{column} = ?" for column in values)
 
         def op(batch: Batch) -> Any:
@@ -146,15 +140,3 @@ def record_health(batch: Batch, endpoint_id: str, health: EndpointHealth, now: f
     )
     if health.disabled_reason is not None:
         disable_endpoint(batch, endpoint_id, health.disabled_reason, now)
-
-
-def _types(event_types: tuple[str, ...] | list[str] | None) -> str | None:
-    return None if event_types is None else json.dumps(list(event_types))
-
-
-def _column(column: str, value: Any) -> Any:
-    if column == "headers":
-        return json.dumps(value or {})
-    if column == "event_types":
-        return _types(value)
-    return value

@@ -180,13 +180,11 @@ UPDATE deliveries SET status = 'pending', next_attempt_at = ?1,
                                        WHERE e.id = deliveries.endpoint_id), host)
 """
 
-# Deliveries to an endpoint that is disabled or deleted are not replayed in bulk.
-SENDABLE = """(endpoint_id IS NULL OR endpoint_id IN (
-    SELECT id FROM endpoints WHERE disabled_at IS NULL AND deleted_at IS NULL))"""
-
 REPLAY_ONE = _REPLAY_SET + "WHERE id = ?3 AND (?4 IS NULL OR tenant = ?4) RETURNING *"
 
-REPLAY_MANY = _REPLAY_SET + "WHERE status != 'pending' AND {where}"
+# {where}: filters.replayable_where, the same for the replay and its dry run.
+REPLAY_MANY = _REPLAY_SET + "WHERE {where}"
+COUNT_DELIVERIES = "SELECT count(*) FROM deliveries WHERE {where}"
 
 # Jobs with a pending delivery (a replay in progress) are kept until it ends.
 PURGE_JOBS = """
