@@ -93,6 +93,10 @@ class ChangeRouter:
     def _resync(self, _: Change) -> None:
         self._pool.wake()
         self._deliverer.wake()
+        # A job that ended elsewhere meanwhile: its waiters here hear of it now,
+        # not when their wait runs out.
+        for job_id in self._hub.watched_jobs():
+            self._read_later(ChangeKind.JOB, job_id)
 
     def _read_later(self, kind: ChangeKind, subject: str) -> None:
         if len(self._unread) < MAX_UNREAD:

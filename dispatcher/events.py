@@ -155,6 +155,10 @@ class EventHub:
         """Whether anyone here waits for this job's events (to read it only then)."""
         return job_id in self._by_job or tenant in self._by_tenant or None in self._by_tenant
 
+    def watched_jobs(self) -> list[str]:
+        """The jobs someone here waits for (a long-poll, a job's stream)."""
+        return list(self._by_job)
+
     def publish(self, job: Job) -> None:
         subscribers = [*self._by_job.get(job.id, ())]
         for tenant in (job.tenant, None):

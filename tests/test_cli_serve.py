@@ -130,8 +130,8 @@ async def test_serve_on_a_busy_port_fails_in_one_line_before_opening_anything(
         ),
         (
             "DISPATCHER_DATABASE_URL",
-            "postgresql://app:pw-0123@127.0.0.1/db",
-            "dispatcher: DISPATCHER_DATABASE_URL: unsupported scheme 'postgresql'",
+            "mysql://app:pw-0123@127.0.0.1/db",
+            "dispatcher: DISPATCHER_DATABASE_URL: unsupported scheme 'mysql'",
         ),
     ],
 )
@@ -144,6 +144,20 @@ async def test_a_startup_error_is_its_own_message(start, variable, value, line):
     assert out == ""
     assert err.startswith(line), err
     assert err.count("\n") == 1, err
+
+
+async def test_a_postgresql_database_that_does_not_answer_is_one_line_without_its_password(
+    start,
+):
+    # Port 1 on loopback: nothing listens there.
+    proc = await start(DISPATCHER_DATABASE_URL="postgresql://app:pw-0123@127.0.0.1:1/db")
+
+    code, out, err = await finished(proc)
+
+    assert code == 1
+    assert err.startswith("dispatcher: the database 127.0.0.1:1/db cannot be reached: "), err
+    assert err.count("\n") == 1, err
+    assert "pw-0123" not in out + err
 
 
 async def test_an_unknown_log_level_is_an_invalid_setting(start):
