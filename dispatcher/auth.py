@@ -92,6 +92,12 @@ class Authenticator:
             await self._store.touch_key(principal.prefix, at)
         return principal
 
+    async def revoked(self, prefix: str) -> bool:
+        """Whether the key with this prefix is gone (the bootstrap key never is)."""
+        if self._bootstrap and prefix == bootstrap_prefix(self._bootstrap):
+            return False
+        return await self._store.find_key(prefix) is None
+
     def forget(self, prefix: str) -> None:
         """Drop a revoked key from this process's cache at once."""
         self._cache = {d: c for d, c in self._cache.items() if c[0].prefix != prefix}

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 # Subjects waiting to be read from the store, at most.
 MAX_UNREAD = 10_000
+# Seconds between looks at whether the keys of open streams still exist: a
+# revocation whose change was lost (the feed was down) still ends its streams.
+KEY_CHECK_EVERY = 30.0
 
 
 class ChangeRouter:
@@ -94,9 +97,14 @@ class ChangeRouter:
         self._pool.wake()
         self._deliverer.wake()
         # A job that ended elsewhere meanwhile: its waiters here hear of it now,
-        # not when their wait runs out.
+        # not when their wait runs out; a key revoked meanwhile ends its streams.
         for job_id in self._hub.watched_jobs():
             self._read_later(ChangeKind.JOB, job_id)
+        self._check_keys()
+
+    def _check_keys(self) -> None:
+        for prefix in self._hub.subscribed_keys():
+            self._read_later(ChangeKind.KEY_REVOKED, prefix)
 
     def _read_later(self, kind: ChangeKind, subject: str) -> None:
         if len(self._unread) < MAX_UNREAD:
@@ -105,7 +113,11 @@ class ChangeRouter:
 
     async def _read_loop(self) -> None:
         while True:
-            await self._more.wait()
+            try:
+                async with asyncio.timeout(KEY_CHECK_EVERY):
+                    await self._more.wait()
+            except TimeoutError:
+                self._check_keys()
             self._more.clear()
             while self._unread:
                 kind, subject = next(iter(self._unread))
@@ -126,3 +138,5 @@ class ChangeRouter:
                 self._hub.publish(job)
         elif kind is ChangeKind.ENDPOINT:
             await self._endpoints.reload(subject)
+        elif kind is ChangeKind.KEY_REVOKED and await self._auth.revoked(subject):
+            self._key_revoked(Change(kind, subject))

@@ -155,6 +155,10 @@ class EventHub:
         """Whether anyone here waits for this job's events (to read it only then)."""
         return job_id in self._by_job or tenant in self._by_tenant or None in self._by_tenant
 
+    def subscribed_keys(self) -> list[str]:
+        """The keys (prefixes) that opened the subscriptions open now."""
+        return list(self._by_key)
+
     def watched_jobs(self) -> list[str]:
         """The jobs someone here waits for (a long-poll, a job's stream)."""
         return list(self._by_job)

@@ -62,7 +62,7 @@ class Housekeeping:
 
     async def _renew(self) -> None:
         await self._store.renew_leases(
-            self._owner, self._pool.in_hand, self._deliverer.in_hand, now() + self._lease
+            self._owner, self._pool.in_hand, self._deliverer.in_hand, self._lease
         )
 
     async def purge(self) -> int:

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
+    field_validator,
 )
 from yarl import URL
 
@@ -91,6 +92,15 @@ class Strict(BaseModel):
     # Unknown fields are refused: a misspelt "callback" must not silently
     # become a job whose result goes nowhere.
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # A text column cannot hold NUL in PostgreSQL; no name, URL or filter needs it.
+        # (Nested values such as a payload are stored as JSON, which escapes it.)
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain the NUL character")
+        return value
 
 
 class Notify(Strict):

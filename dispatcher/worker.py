@@ -67,7 +67,7 @@ class WorkerPool(ClaimLoop[Job]):
         gives up (its client hung up), and what follows it still happens.
         """
         tenant = job.tenant
-        lease = Lease(self._owner, now() + self._lease) if self.reserve(tenant) else None
+        lease = Lease(self._owner, self._lease) if self.reserve(tenant) else None
         write = asyncio.ensure_future(self._store.submit_job(job, max_queue, tenant_share, lease))
         accepted: list[Job] = []  # made once, by what follows the write
         write.add_done_callback(lambda done: self._after_submit(done, tenant, lease, accepted))
@@ -230,7 +230,7 @@ class WorkerPool(ClaimLoop[Job]):
             for d in outcome.deliveries
             if deliverer.reserve_delivery(job.tenant, d.id, endpoint if d.endpoint_id else None)
         ]
-        lease = Lease(self._owner, now() + self._lease) if handed else None
+        lease = Lease(self._owner, self._lease) if handed else None
         done = None
         try:
             done = await self._store.finish_job(

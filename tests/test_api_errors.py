@@ -87,6 +87,21 @@ async def succeeded_delivery(api: Api, make_receiver: Any) -> dict:
 # POST /v1/jobs: the body
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/v1/jobs?type=%00", None),
+        ("GET", "/v1/deliveries?job_id=a%00b", None),
+        ("POST", "/v1/jobs", {"type": "echo\u0000", "payload": 1}),
+        ("POST", "/v1/endpoints", {"url": "http://127.0.0.1:9/h", "description": "a\u0000"}),
+    ],
+    ids=["job-filter", "delivery-filter", "job-type", "endpoint-description"],
+)
+async def test_a_nul_character_in_a_field_is_422_and_stores_nothing(api, method, path, body):
+    await expect_problem(api, 422, method, path, json=body)
+    await assert_serving_and_no_jobs(api)
+
+
 async def test_body_that_is_not_json_is_400_and_stores_nothing(api):
     await expect_problem(
         api,

@@ -232,6 +232,16 @@ async def test_response_body_is_cut_at_4096_bytes(api, make_receiver):
     assert body.startswith("é" * 2000)
 
 
+async def test_a_nul_in_the_answer_is_recorded_as_a_replacement_character(api, make_receiver):
+    # PostgreSQL's text cannot hold NUL: the attempt must still be recorded, once.
+    receiver = await make_receiver((200, {}, "thanks\x00!"))
+    job = await api.submit(type="echo", payload=1, callback_url=receiver.url)
+    delivery = await api.settled_delivery(job["id"])
+    assert delivery["status"] == "succeeded", delivery
+    assert delivery["attempts"][0]["response_body"] == "thanks\ufffd!"
+    assert len(receiver.requests) == 1
+
+
 async def test_hanging_receiver_does_not_delay_others(make_api, make_receiver):
     api = await make_api(delivery_timeout=3)
     slow = await make_receiver(200)

@@ -112,7 +112,7 @@ async def test_only_leases_in_hand_are_renewed(tmp_path):
             await store.submit_job(job, 10)
         start = now()
         kept, dropped = await store.claim_jobs("me", 10, start, lease=0.5)
-        await store.renew_leases("me", [kept.id], [], start + 60)
+        await store.renew_leases("me", [kept.id], [], 60)
         # Later, another process finds only the job whose lease was not renewed.
         taken = await store.claim_jobs("other", 10, start + 1, lease=30)
         assert [job.id for job in taken] == [dropped.id]

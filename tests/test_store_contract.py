@@ -96,7 +96,7 @@ def new_job(tenant: str = "acme", key: str | None = None, digest: str | None = N
 
 async def ended(store: Any, at: float | None = None, **fields: Any) -> Job:
     """A job run and succeeded (at `at`), with its deliveries written, due at `at`."""
-    job, _ = await store.submit_job(new_job(**fields), 10_000, lease=Lease("w", now() + FAR))
+    job, _ = await store.submit_job(new_job(**fields), 10_000, lease=Lease("w", FAR))
     outcome = finished(job, JobStatus.SUCCEEDED, at if at is not None else now(), result=1)
     done = await store.finish_job(job.id, "w", outcome)
     assert done is not None
@@ -197,7 +197,7 @@ async def test_a_submitted_job_is_queued_and_read_back_by_its_tenant(store):
 
 
 async def test_a_job_submitted_with_a_lease_is_running_and_not_claimed(store):
-    job, _ = await store.submit_job(new_job(), 10, lease=Lease("me", now() + FAR))
+    job, _ = await store.submit_job(new_job(), 10, lease=Lease("me", FAR))
     assert job.status is JobStatus.RUNNING and job.started_at == job.created_at
     assert await store.claim_jobs("other", 10, now(), 30) == []
 
@@ -271,9 +271,9 @@ async def test_renewed_leases_hold_and_only_the_owner_renews(store):
     lost, _ = await store.submit_job(new_job(created_at=now() - 1), 10)
     start = now()
     await store.claim_jobs("a", 10, start, lease=0.3)
-    await store.renew_leases("a", [kept.id], [], now() + FAR)
-    await store.renew_leases("intruder", [lost.id], [], now() + FAR)
-    await store.renew_leases("a", [], [], now() + FAR)  # nothing to renew
+    await store.renew_leases("a", [kept.id], [], FAR)
+    await store.renew_leases("intruder", [lost.id], [], FAR)
+    await store.renew_leases("a", [], [], FAR)  # nothing to renew
     await wait_for(lambda: now() > start + 0.5)
     assert [j.id for j in await store.claim_jobs("b", 10, now(), 30)] == [lost.id]
 
@@ -312,10 +312,10 @@ async def test_a_delivery_to_an_endpoint_goes_where_the_endpoint_points(store):
 
 
 async def test_deliveries_written_leased_are_handed_over_until_released(store):
-    job, _ = await store.submit_job(new_job(), 10, lease=Lease("w", now() + FAR))
+    job, _ = await store.submit_job(new_job(), 10, lease=Lease("w", FAR))
     outcome = finished(job, JobStatus.SUCCEEDED, now())
     [new] = outcome.deliveries
-    await store.finish_job(job.id, "w", outcome, Lease("w", now() + FAR), frozenset({new.id}))
+    await store.finish_job(job.id, "w", outcome, Lease("w", FAR), frozenset({new.id}))
     assert await store.claim_deliveries("other", 10, now(), 30) == []
     await store.release_deliveries("other", [new.id])  # not its lease: nothing changes
     assert await store.claim_deliveries("other", 10, now(), 30) == []
@@ -342,7 +342,7 @@ async def test_requeued_and_released_jobs_go_back_to_the_queue(store):
 async def test_queued_jobs_past_their_deadline_are_found(store):
     late, _ = await store.submit_job(new_job(deadline=now() - 1), 10)
     await store.submit_job(new_job(deadline=now() + FAR), 10)
-    await store.submit_job(new_job(deadline=now() - 1), 10, lease=Lease("a", now() + FAR))
+    await store.submit_job(new_job(deadline=now() - 1), 10, lease=Lease("a", FAR))
     assert [j.id for j in await store.expired_deadlines(now(), 10)] == [late.id]
 
 
@@ -417,6 +417,23 @@ async def test_attempts_are_numbered_and_leave_the_delivery_with_its_follow_ups(
     [follow_up] = await store.claim_deliveries("me", 10, now(), 30)
     assert follow_up.delivery.id == notice.id and follow_up.body == b"{}"
     assert follow_up.delivery.job_id == found.job_id and follow_up.delivery.tenant == "acme"
+
+
+async def test_a_late_record_is_counted_but_leaves_the_delivery_to_its_new_holder(store):
+    [delivery_id] = await deliveries_to(store, A, 1)
+    await store.claim_deliveries("slow", 10, now(), 0.01)
+    # Its lease lapsed mid-attempt; another instance took it and is sending it now.
+    [taken] = await wait_for(lambda: store.claim_deliveries("quick", 10, now(), FAR))
+    assert taken.delivery.id == delivery_id
+    await store.record_attempt(attempt(delivery_id, owner="slow"))
+    found = await store.get_delivery(delivery_id, None)
+    assert found.status is DeliveryStatus.PENDING and found.attempt_count == 1
+    assert [a.number for a in found.attempts] == [1]
+    assert await store.claim_deliveries("third", 10, now(), FAR) == []  # still quick's
+    await store.record_attempt(attempt(delivery_id, DeliveryStatus.FAILED, 500, owner="quick"))
+    found = await store.get_delivery(delivery_id, None)
+    assert found.status is DeliveryStatus.FAILED and found.attempt_count == 2
+    assert [a.number for a in found.attempts] == [1, 2]
 
 
 async def test_an_attempt_teaches_the_endpoint_and_a_disabling_ends_what_waits(store):
@@ -574,7 +591,7 @@ async def test_stats_count_jobs_deliveries_and_endpoints(store):
     at = now()
     await store.submit_job(new_job(created_at=at - 3), 10)
     await store.submit_job(new_job(type="other", created_at=at - 1), 10)
-    await store.submit_job(new_job(), 10, lease=Lease("a", now() + FAR))
+    await store.submit_job(new_job(), 10, lease=Lease("a", FAR))
     [delivery_id, _] = await deliveries_to(store, A, 2)
     await store.record_attempt(attempt(delivery_id, DeliveryStatus.FAILED, 500))
     ep = await store.create_endpoint(endpoint(), 1000)

@@ -316,6 +316,7 @@ class Deliverer(ClaimLoop[DueDelivery]):
             decision = Decision(DeliveryStatus.FAILED)
         failed_for_good = decision.status is DeliveryStatus.FAILED
         return AttemptRecord(
+            owner=self._owner,
             delivery_id=delivery.id,
             attempt=Attempt(
                 number=delivery.attempt_count + 1,
@@ -389,11 +390,13 @@ def _abandoned(delivery: Delivery) -> str:
 
 def _text(value: str | None) -> str | None:
     """What a far end said, made storable: a relay may answer in Latin-1, which
-    arrives as lone surrogates that neither SQLite nor JSON can hold."""
+    arrives as lone surrogates that neither SQLite nor JSON can hold, and any
+    answer may hold NUL, which PostgreSQL's text cannot."""
     if value is None:
         return None
     try:
         # Bytes that came in escaped go back to bytes, then each bad one is marked.
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     except UnicodeEncodeError:
-        return value.encode("utf-8", "replace").decode()
+        text = value.encode("utf-8", "replace").decode()
+    return text.replace("\x00", "\ufffd")

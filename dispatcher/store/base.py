@@ -134,9 +134,10 @@ class Store(ABC):
 
     @abstractmethod
     async def renew_leases(
-        self, owner: str, job_ids: list[str], delivery_ids: list[str], until: float
+        self, owner: str, job_ids: list[str], delivery_ids: list[str], seconds: float
     ) -> None:
-        """Extend `owner`'s leases on the jobs and deliveries it is working on now."""
+        """Extend `owner`'s leases on the jobs and deliveries it is working on now, to
+        `seconds` from now by the store's clock."""
 
     @abstractmethod
     async def finish_job(
@@ -201,7 +202,11 @@ class Store(ABC):
     @abstractmethod
     async def record_attempt(self, record: AttemptRecord) -> None:
         """Write an attempt and the delivery state it leaves, releasing the lease,
-        with what it taught of the delivery's endpoint (a disabling ends what waits)."""
+        with what it taught of the delivery's endpoint (a disabling ends what waits).
+
+        The attempt is always written and counted. The state, the endpoint's
+        health and the follow-ups only if the delivery is still `record.owner`'s
+        (or nobody's): a late record never undoes what its new holder does."""
 
     @abstractmethod
     async def release_deliveries(self, owner: str, delivery_ids: list[str]) -> None:

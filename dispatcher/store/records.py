@@ -296,10 +296,14 @@ class ApiKey:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """Work written already taken: by which process, until when."""
+    """Work written already taken: by which process, for how many seconds from the write.
+
+    A length, not a time: the store writes its end by its own clock (the
+    database's, which every instance on it shares), not the caller's.
+    """
 
     owner: str
-    until: float
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +362,10 @@ class AttemptRecord:
     # What it taught of the delivery's endpoint, when that changed.
     endpoint_id: str | None = None
     health: EndpointHealth | None = None
+    # Who made it. Should another instance hold the delivery now (this one's
+    # lease lapsed and it was taken), the attempt is recorded but the state is
+    # left to the holder. None: whoever holds it.
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,11 @@ CONNECT_TIMEOUT = 10.0
 PROBE_TIMEOUT = 3.0
 # Seconds close() waits for calls in progress before cutting their connections.
 CLOSE_TIMEOUT = 10.0
+# Seconds one statement may take, and a call may wait for a free connection: a
+# database that stops answering (a network that drops packets) makes calls
+# fail with 503 after this, never hang. A claim or a write takes milliseconds.
+STATEMENT_TIMEOUT = 15.0
+ACQUIRE_TIMEOUT = 10.0
 
 # Errors that say the database cannot take this call now, rather than that a
 # statement is wrong, and how a caller is told so.
@@ -120,7 +125,11 @@ class PostgresConnection:
         where = describe(self._dsn)
         try:
             pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self._pool_size, timeout=CONNECT_TIMEOUT
+                self._dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=STATEMENT_TIMEOUT,
             )
         except _CONNECTING as exc:
             reason = _reason(exc, self._dsn)
@@ -166,7 +175,7 @@ class PostgresConnection:
             raise RuntimeError("the store is closed")
         connection = None
         try:
-            async with self.pool.acquire(timeout=within) as connection:
+            async with self.pool.acquire(timeout=within or ACQUIRE_TIMEOUT) as connection:
                 yield connection
         except Exception as exc:
             mapped = unavailable(exc, connection)

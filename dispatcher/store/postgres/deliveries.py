@@ -96,14 +96,19 @@ class PostgresDeliveries(PostgresConnection):
                 str(attempt.trigger),
                 attempt.by,
             )
-            await connection.execute(
+            status = await connection.execute(
                 sql.UPDATE_AFTER_ATTEMPT,
                 str(record.status),
                 record.next_attempt_at,
                 attempt.status_code,
                 attempt.error,
                 record.delivery_id,
+                record.owner,
             )
+            if not affected(status):
+                # Another instance holds it now: what follows is its to decide.
+                await connection.execute(sql.COUNT_ATTEMPT, record.delivery_id)
+                return
             if record.endpoint_id is not None and record.health is not None:
                 await record_health(
                     connection, record.endpoint_id, record.health, attempt.started_at

@@ -40,6 +40,8 @@ MAX_PAYLOAD = 7_900
 CHECK_EVERY = 10.0
 CHECK_TIMEOUT = 5.0
 RECONNECT_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+# A listening connection that lasted this long was not a failure to back off from.
+STEADY = 30.0
 
 
 class PostgresFeed(ChangeFeed):
@@ -106,28 +108,38 @@ class PostgresFeed(ChangeFeed):
 
     async def _listen_loop(self) -> None:
         failures = 0
-        heard_before = False
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             try:
-                connection = await asyncpg.connect(self._dsn)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await asyncio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
-                failures += 1
-                continue
-            try:
-                await connection.add_listener(CHANNEL, self._heard)
+                await self._listen_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Whatever it was (a standby that refuses LISTEN, a protocol
+                # error after a shutdown), listening goes on after a pause.
+                log.warning(
+                    "feed.reconnecting",
+                    extra={"action": "feed.reconnecting", "error": type(exc).__name__},
+                )
+            if loop.time() - began >= STEADY:
                 failures = 0
-                self.listening.set()
-                if heard_before:
-                    self.hear(Change(ChangeKind.RESYNC))
-                heard_before = True
-                await _until_lost(connection)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                pass
-            finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(connection.close(timeout=1))
-            log.warning("feed.reconnecting", extra={"action": "feed.reconnecting"})
+            await asyncio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
+            failures += 1
+
+    async def _listen_once(self) -> None:
+        """Listen until the connection is lost (returns) or fails (raises)."""
+        connection = await asyncpg.connect(self._dsn, timeout=CHECK_TIMEOUT)
+        try:
+            await connection.add_listener(CHANNEL, self._heard)
+            if self.listening.is_set():
+                # Listening again: what was said meanwhile was not heard.
+                self.hear(Change(ChangeKind.RESYNC))
+            self.listening.set()
+            await _until_lost(connection)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(connection.close(timeout=1))
 
     def _heard(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         try:

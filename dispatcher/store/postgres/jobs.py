@@ -102,7 +102,7 @@ class PostgresJobs(PostgresConnection):
             job = Job.from_row(row)
             deliveries = []
             for d in outcome.deliveries:
-                taken = (lease.owner, lease.until) if lease and d.id in leased else (None, None)
+                taken = (lease.owner, lease.seconds) if lease and d.id in leased else (None, None)
                 params = (d.id, job.tenant, job.id, str(d.channel), d.target, d.endpoint_id)
                 deliveries.append((*params, d.event_type, at, at, d.body, d.host, *taken))
             if deliveries:
@@ -183,7 +183,7 @@ def _job_params(job: NewJob, lease: Lease | None) -> tuple[Any, ...]:
         job.idempotency_key,
         job.request_hash,
         lease.owner if lease else None,
-        lease.until if lease else None,
+        lease.seconds if lease else None,
     )
 
 

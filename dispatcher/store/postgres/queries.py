@@ -60,12 +60,13 @@ FROM jobs WHERE status = 'queued'
 # Queued, or (with a lease) running already: handed straight to a free worker.
 # A key taken meanwhile by another instance's job inserts nothing: the caller
 # then reads that job instead.
-INSERT_JOB = """
+# $15: the lease's length; its end is written by the database's clock.
+INSERT_JOB = f"""
 INSERT INTO jobs (id, tenant, type, status, payload, callback_url, endpoint_id, notify,
                   metadata, deadline, created_at, run_at, idempotency_key, request_hash,
                   lease_owner, lease_until, started_at)
 VALUES ($1, $2, $3, CASE WHEN $14::text IS NULL THEN 'queued' ELSE 'running' END,
-        $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+        $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, {CLOCK} + $15::float8,
         CASE WHEN $14::text IS NULL THEN NULL ELSE $10::float8 END)
 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *
@@ -109,13 +110,13 @@ RETURNING jobs.*, chosen.due
 
 # Only the work in hand: a lease on work whose task died must lapse, so
 # that the work is taken up again.
-RENEW_JOB_LEASES = """
-UPDATE jobs SET lease_until = $1
+RENEW_JOB_LEASES = f"""
+UPDATE jobs SET lease_until = {CLOCK} + $1
 WHERE lease_owner = $2 AND id = ANY($3::text[]) AND status = 'running'
 """
 
-RENEW_DELIVERY_LEASES = """
-UPDATE deliveries SET lease_until = $1
+RENEW_DELIVERY_LEASES = f"""
+UPDATE deliveries SET lease_until = {CLOCK} + $1
 WHERE lease_owner = $2 AND id = ANY($3::text[]) AND status = 'pending'
 """
 
@@ -149,12 +150,13 @@ SELECT * FROM jobs WHERE status = 'queued' AND deadline IS NOT NULL AND deadline
 # With a lease, taken already: handed straight to a free delivery slot. An
 # endpoint's delivery goes where the endpoint points as this commits, even if
 # its URL changed while the job ended.
-INSERT_DELIVERY = """
+# $13: the lease's length, as for INSERT_JOB.
+INSERT_DELIVERY = f"""
 INSERT INTO deliveries (id, tenant, job_id, channel, target, endpoint_id, event_type, status,
                         next_attempt_at, created_at, body, host, lease_owner, lease_until)
 VALUES ($1, $2, $3, $4, coalesce((SELECT url FROM endpoints WHERE id = $6), $5), $6, $7,
         'pending', $8, $9, $10, coalesce((SELECT host FROM endpoints WHERE id = $6), $11),
-        $12, $13)
+        $12, {CLOCK} + $13::float8)
 """
 
 # A delivery set off by another one: same tenant and job.
@@ -256,12 +258,15 @@ FROM deliveries WHERE id = $1
 FOR UPDATE
 """
 
+# Only its holder's (or nobody's) record sets the state: once another instance
+# has taken the delivery (this one's lease lapsed), a late record is only counted.
 UPDATE_AFTER_ATTEMPT = """
 UPDATE deliveries SET status = $1, next_attempt_at = $2, attempt_count = attempt_count + 1,
                       last_status_code = $3, last_error = $4, trigger = 'scheduled',
                       triggered_by = NULL, lease_owner = NULL, lease_until = NULL
-WHERE id = $5
+WHERE id = $5 AND ($6::text IS NULL OR lease_owner IS NULL OR lease_owner = $6)
 """
+COUNT_ATTEMPT = "UPDATE deliveries SET attempt_count = attempt_count + 1 WHERE id = $1"
 
 RELEASE_DELIVERIES = """
 UPDATE deliveries SET lease_owner = NULL, lease_until = NULL

@@ -92,16 +92,16 @@ class PostgresStore(PostgresJobs, PostgresDeliveries, PostgresEndpoints, Store):
     # Both
 
     async def renew_leases(
-        self, owner: str, job_ids: list[str], delivery_ids: list[str], until: float
+        self, owner: str, job_ids: list[str], delivery_ids: list[str], seconds: float
     ) -> None:
         if not job_ids and not delivery_ids:
             return
         async with self._transaction() as connection:
             if job_ids:
-                await connection.execute(sql.RENEW_JOB_LEASES, until, owner, list(job_ids))
+                await connection.execute(sql.RENEW_JOB_LEASES, seconds, owner, list(job_ids))
             if delivery_ids:
                 await connection.execute(
-                    sql.RENEW_DELIVERY_LEASES, until, owner, list(delivery_ids)
+                    sql.RENEW_DELIVERY_LEASES, seconds, owner, list(delivery_ids)
                 )
 
     async def stats(self, now: float) -> StoreStats:

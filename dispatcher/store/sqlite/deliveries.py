@@ -101,16 +101,18 @@ class SQLiteDeliveries(SQLiteConnection):
                     record.delivery_id,
                 ),
             )
-            batch.defer(
-                sql.UPDATE_AFTER_ATTEMPT,
-                (
-                    str(record.status),
-                    record.next_attempt_at,
-                    attempt.status_code,
-                    attempt.error,
-                    record.delivery_id,
-                ),
+            after = (
+                str(record.status),
+                record.next_attempt_at,
+                attempt.status_code,
+                attempt.error,
+                record.delivery_id,
+                record.owner,
             )
+            # One of the two applies: the holder's record, or another's late one.
+            # One process sends everything on a SQLite file, so it is the holder.
+            batch.defer(sql.UPDATE_AFTER_ATTEMPT, after)
+            batch.defer(sql.COUNT_OTHERS_ATTEMPT, after)
             if record.endpoint_id is not None and record.health is not None:
                 record_health(batch, record.endpoint_id, record.health, attempt.started_at)
             for d in record.follow_ups:

@@ -127,7 +127,9 @@ class SQLiteJobs(SQLiteConnection):
             for d in outcome.deliveries:
                 params = (d.id, job.tenant, job.id, str(d.channel), d.target, d.endpoint_id)
                 values = (d.event_type, now, now, d.body, d.host)
-                taken = (lease.owner, lease.until) if lease and d.id in leased else (None, None)
+                taken = (
+                    (lease.owner, now + lease.seconds) if lease and d.id in leased else (None, None)
+                )
                 batch.defer(sql.INSERT_DELIVERY, (*params, *values, *taken))
             summaries = tuple(
                 DeliverySummary(d.id, str(d.channel), d.target, DeliveryStatus.PENDING, 0)
@@ -200,7 +202,7 @@ def _job_params(job: NewJob, lease: Lease | None) -> tuple[Any, ...]:
         job.idempotency_key,
         job.request_hash,
         lease.owner if lease else None,
-        lease.until if lease else None,
+        job.created_at + lease.seconds if lease else None,
     )
 
 

@@ -150,11 +150,16 @@ INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code,
 SELECT ?, attempt_count + 1, ?, ?, ?, ?, ?, ?, ? FROM deliveries WHERE id = ?
 """
 
-UPDATE_AFTER_ATTEMPT = """
-UPDATE deliveries SET status = ?, next_attempt_at = ?, attempt_count = attempt_count + 1,
-                      last_status_code = ?, last_error = ?, trigger = 'scheduled',
+# Only its holder's (or nobody's) record sets the state; another's is only counted.
+_OURS = "(?6 IS NULL OR lease_owner IS NULL OR lease_owner = ?6)"
+UPDATE_AFTER_ATTEMPT = f"""
+UPDATE deliveries SET status = ?1, next_attempt_at = ?2, attempt_count = attempt_count + 1,
+                      last_status_code = ?3, last_error = ?4, trigger = 'scheduled',
                       triggered_by = NULL, lease_owner = NULL, lease_until = NULL
-WHERE id = ?
+WHERE id = ?5 AND {_OURS}
+"""
+COUNT_OTHERS_ATTEMPT = f"""
+UPDATE deliveries SET attempt_count = attempt_count + 1 WHERE id = ?5 AND NOT {_OURS}
 """
 
 RELEASE_DELIVERY = """

@@ -6,6 +6,7 @@ Tenants and keys are here; jobs, deliveries and endpoints have modules of their 
 from __future__ import annotations
 
 from dispatcher.errors import NotFound
+from dispatcher.ids import now
 from dispatcher.store.base import Store
 from dispatcher.store.records import (
     ApiKey,
@@ -98,10 +99,12 @@ class SQLiteStore(SQLiteJobs, SQLiteDeliveries, SQLiteEndpoints, Store):
     # Both
 
     async def renew_leases(
-        self, owner: str, job_ids: list[str], delivery_ids: list[str], until: float
+        self, owner: str, job_ids: list[str], delivery_ids: list[str], seconds: float
     ) -> None:
         if not job_ids and not delivery_ids:
             return
+        # One process on the file: its clock is the store's.
+        until = now() + seconds
 
         def op(batch: Batch) -> None:
             for job_id in job_ids:
