@@ -79,6 +79,9 @@ class ClaimLoop(ABC, Generic[T]):
         # Whether due work may be waiting in the store (made elsewhere, or here
         # while no slot was free): until a claim comes back short, assume so.
         self._waiting = True
+        # Wake-ups so far: one that comes while a claim is on its way (work
+        # written after the claim looked) keeps `_waiting` set.
+        self._wakes = 0
 
     @abstractmethod
     async def _claim_due(self, limit: int, skip_tenants: Sequence[str]) -> list[T]:
@@ -142,6 +145,7 @@ class ClaimLoop(ABC, Generic[T]):
             # a claim that passes over a large backlog is not free.
             return
         self._waiting = True
+        self._wakes += 1
         self._wakeup.set()
 
     @property
@@ -201,8 +205,9 @@ class ClaimLoop(ABC, Generic[T]):
         limit = min(limit, self._shares.most_room())
         if limit <= 0:
             return []
+        wakes = self._wakes
         claimed = await self._claim_due(limit, self._shares.full_tenants())
-        self._waiting = len(claimed) >= limit
+        self._waiting = len(claimed) >= limit or self._wakes != wakes
         start: list[T] = []
         extra: list[str] = []
         for item in claimed:

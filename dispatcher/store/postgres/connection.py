@@ -130,6 +130,7 @@ class PostgresConnection:
                 max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=STATEMENT_TIMEOUT,
+                reset=_end_open_transaction,
             )
         except _CONNECTING as exc:
             reason = _reason(exc, self._dsn)
@@ -191,6 +192,10 @@ class PostgresConnection:
         """
         async with self._connection(within) as connection, connection.transaction():
             yield connection
+        self._committed()
+
+    def _committed(self) -> None:
+        """A write was committed (for the metrics)."""
         if self._on_commit is not None:
             self._on_commit(1)
 
@@ -201,6 +206,15 @@ class PostgresConnection:
     async def _fetchrow(self, query: str, *params: Any) -> Any:
         async with self._connection() as connection:
             return await connection.fetchrow(query, *params)
+
+
+async def _end_open_transaction(connection: asyncpg.Connection) -> None:
+    """What a connection needs on its way back to the pool: nothing, unless a call
+    left a transaction open. The store sets no session state (no SET, no LISTEN on
+    pooled connections, only transaction-scoped advisory locks), so asyncpg's
+    default reset, a round trip per call, would undo nothing."""
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
 
 
 def affected(status: str) -> int:

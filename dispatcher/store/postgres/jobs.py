@@ -31,7 +31,8 @@ class PostgresJobs(PostgresConnection):
         tenant_share: int | None = None,
         lease: Lease | None = None,
     ) -> tuple[Job, bool]:
-        async with self._transaction() as connection:
+        share = tenant_share or max_queue
+        async with self._connection() as connection:
             if job.idempotency_key is not None:
                 # A repeat is answered with the first job even when the queue is full.
                 first = await connection.fetchrow(
@@ -39,14 +40,20 @@ class PostgresJobs(PostgresConnection):
                 )
                 if first is not None:
                     return await _repeat(connection, job, first)
-            await _check_room(connection, job.tenant, max_queue, tenant_share or max_queue)
-            row = await connection.fetchrow(sql.INSERT_JOB, *_job_params(job, lease))
-            if row is None:
+            # Counted and inserted in one statement, not under a lock: instances
+            # submitting at the same moment may each see room for the last place,
+            # so the queue can pass its limit by a few jobs. A limit that keeps the
+            # backlog in bounds allows that; serialising submissions would cost more.
+            params = (*_job_params(job, lease), max_queue, share)
+            row = await connection.fetchrow(sql.SUBMIT_JOB, *params)
+            if row["id"] is None:
+                _no_room(row, max_queue, share)
                 # Another instance's job took the key since it was looked up.
                 first = await connection.fetchrow(
                     sql.FIND_IDEMPOTENT, job.tenant, job.idempotency_key
                 )
                 return await _repeat(connection, job, first)
+        self._committed()
         return Job.from_row(row), True
 
     async def get_job(self, job_id: str, tenant: str | None) -> Job | None:
@@ -68,10 +75,12 @@ class PostgresJobs(PostgresConnection):
     async def claim_jobs(
         self, owner: str, limit: int, now: float, lease: float, *, skip_tenants: Sequence[str] = ()
     ) -> list[Job]:
-        async with self._transaction() as connection:
+        # One statement: atomic on its own, without BEGIN and COMMIT.
+        async with self._connection() as connection:
             rows = await connection.fetch(
                 sql.CLAIM_JOBS, owner, lease, now, limit, list(skip_tenants)
             )
+        self._committed()
         rows = sorted(rows, key=lambda row: row["due"])
         return [Job.from_row(row) for row in rows]
 
@@ -128,19 +137,14 @@ class PostgresJobs(PostgresConnection):
         return [Job.from_row(row) for row in rows]
 
 
-async def _check_room(connection: Any, tenant: str, total: int, share: int) -> None:
-    """QueueFull past the queue's limit, or past the tenant's share of it.
-
-    Counted in this transaction, not under a lock: instances submitting at
-    the same moment may each see room for the last place, so the queue can
-    pass its limit by a few jobs. A limit that keeps memory and backlog in
-    bounds allows that; serialising every submission would cost far more.
-    """
-    counts = await connection.fetchrow(sql.COUNT_QUEUED, tenant)
-    if counts["total"] >= total:
-        raise QueueFull(f"{counts['total']} jobs are queued; the limit is {total}")
-    if counts["tenant"] >= share:
-        raise QueueFull(f"this tenant has {counts['tenant']} jobs queued; its share is {share}")
+def _no_room(counts: Any, total: int, share: int) -> None:
+    """QueueFull if the queue was at its limit, or the tenant at its share of it."""
+    if counts["queued_total"] >= total:
+        raise QueueFull(f"{counts['queued_total']} jobs are queued; the limit is {total}")
+    if counts["queued_mine"] >= share:
+        raise QueueFull(
+            f"this tenant has {counts['queued_mine']} jobs queued; its share is {share}"
+        )
 
 
 async def _repeat(connection: Any, job: NewJob, first: Any) -> tuple[Job, bool]:

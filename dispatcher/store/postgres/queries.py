@@ -52,24 +52,34 @@ ROTATE_TENANT_SECRET = "UPDATE tenants SET secret = $1, previous_secrets = $2 WH
 FIND_IDEMPOTENT = "SELECT id, request_hash FROM jobs WHERE tenant = $1 AND idempotency_key = $2"
 
 # Both counts in one pass over the queued jobs' index.
-COUNT_QUEUED = """
-SELECT count(*) AS total, count(*) FILTER (WHERE tenant = $1) AS tenant
-FROM jobs WHERE status = 'queued'
-"""
 
 # Queued, or (with a lease) running already: handed straight to a free worker.
 # A key taken meanwhile by another instance's job inserts nothing: the caller
 # then reads that job instead.
-# $15: the lease's length; its end is written by the database's clock.
-INSERT_JOB = f"""
-INSERT INTO jobs (id, tenant, type, status, payload, callback_url, endpoint_id, notify,
-                  metadata, deadline, created_at, run_at, idempotency_key, request_hash,
-                  lease_owner, lease_until, started_at)
-VALUES ($1, $2, $3, CASE WHEN $14::text IS NULL THEN 'queued' ELSE 'running' END,
-        $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, {CLOCK} + $15::float8,
-        CASE WHEN $14::text IS NULL THEN NULL ELSE $10::float8 END)
-ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING *
+# A job and the room for it, in one statement (one round trip, no BEGIN and
+# COMMIT): the queued jobs are counted, in all and of its tenant, and the job
+# is inserted only if both are below their limits ($16, $17) and its
+# idempotency key is free. The one row answered carries both counts, and the
+# job if it was inserted (its id NULL otherwise). Queued, or (with a lease)
+# running already: $15 is the lease's length, its end the database's clock.
+SUBMIT_JOB = f"""
+WITH room AS (
+    SELECT count(*) AS queued_total, count(*) FILTER (WHERE tenant = $2) AS queued_mine
+    FROM jobs WHERE status = 'queued'
+), added AS (
+    INSERT INTO jobs (id, tenant, type, status, payload, callback_url, endpoint_id, notify,
+                      metadata, deadline, created_at, run_at, idempotency_key, request_hash,
+                      lease_owner, lease_until, started_at)
+    SELECT $1::text, $2::text, $3::text,
+           CASE WHEN $14::text IS NULL THEN 'queued' ELSE 'running' END,
+           $4::text, $5::text, $6::text, $7::text, $8::text, $9::float8, $10::float8,
+           $11::float8, $12::text, $13::text, $14::text, {CLOCK} + $15::float8,
+           CASE WHEN $14::text IS NULL THEN NULL ELSE $10::float8 END
+    FROM room WHERE room.queued_total < $16 AND room.queued_mine < $17
+    ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+)
+SELECT room.queued_total, room.queued_mine, added.* FROM room LEFT JOIN added ON TRUE
 """
 
 GET_JOB = "SELECT * FROM jobs WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)"
