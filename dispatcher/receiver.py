@@ -1,24 +1,87 @@
-"""Tools for integration partners: a local webhook receiver and a raw-request verifier.
+"""Receiving webhooks with aiohttp: the decorator and middleware a partner's receiver
+uses, and the tools behind `dispatcher listen` and `dispatcher verify`.
 
-Both check webhooks with `dispatcher.webhooks.verify`, exactly as a partner's
-own receiver would, and say in one line what they found.
+All of them check webhooks with `dispatcher.webhooks`, exactly as a partner's
+own receiver would; the tools say in one line what they found.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
 
-from dispatcher.webhooks import WebhookVerificationError, verify
+from dispatcher.webhooks import Key, WebhookVerificationError, parse_keys, verify, verify_parsed
+
+log = logging.getLogger(__name__)
+
+# aiohttp 3.14 warns on plain string keys in request storage, so the verified
+# payload lives under a typed key: `request[WEBHOOK]`.
+WEBHOOK: web.RequestKey[Any] = web.RequestKey("webhook", object)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # A header name is an RFC 9110 token; a request line has spaces before any colon.
 _HEADER_LINE = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+:")
 _REQUEST_LINE = re.compile(rb"^[A-Z]+ \S+ HTTP/\d(\.\d)?$")
+
+
+def require_signature(
+    secret: str | Sequence[str], *, tolerance: float = 300
+) -> Callable[[Handler], Handler]:
+    """Decorate an aiohttp handler so it only runs for verified webhooks.
+
+    The handler finds the payload in `request[WEBHOOK]`; anything else gets a
+    401 problem+json. The secret is parsed here so a bad one fails at startup.
+    """
+    keys = parse_keys(secret)
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def verified(request: web.Request) -> web.StreamResponse:
+            return await _call_verified(request, handler, keys, tolerance)
+
+        return verified
+
+    return decorate
+
+
+def signature_middleware(
+    secret: str | Sequence[str], *, tolerance: float = 300
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """An aiohttp middleware that does what `require_signature` does, for every route."""
+    keys = parse_keys(secret)
+
+    @web.middleware
+    async def webhook_signature(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await _call_verified(request, handler, keys, tolerance)
+
+    return webhook_signature
+
+
+async def _call_verified(
+    request: web.Request, handler: Handler, keys: list[Key], tolerance: float
+) -> web.StreamResponse:
+    body = await request.read()
+    try:
+        payload = verify_parsed(keys, request.headers, body, tolerance, None)
+    except WebhookVerificationError as exc:
+        log.info("webhook_rejected: %s", exc, extra={"action": "webhook_rejected"})
+        problem = {
+            "type": "about:blank",
+            "title": "Unauthorized",
+            "status": 401,
+            "detail": str(exc),
+        }
+        return web.json_response(problem, status=401, content_type="application/problem+json")
+    request[WEBHOOK] = payload
+    return await handler(request)
 
 
 class RawRequestError(ValueError):

@@ -7,8 +7,9 @@ not an old request replayed later.
 
 Secrets say what they are by their prefix: `whsec_` (shared HMAC-SHA256
 secret, signs `v1`), `whsk_` (ed25519 private key, signs `v1a`), `whpk_`
-(ed25519 public key, verifies `v1a` only). `sign` and `verify` are pure; the
-aiohttp helpers at the bottom are for receivers.
+(ed25519 public key, verifies `v1a` only). `sign` and `verify` are pure and
+need nothing of aiohttp; the aiohttp decorator and middleware for receivers are
+in `dispatcher.receiver`, and importable from here as before.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -37,14 +37,9 @@ SECRET_PREFIX = "whsec_"
 PRIVATE_KEY_PREFIX = "whsk_"
 PUBLIC_KEY_PREFIX = "whpk_"
 
-# aiohttp 3.14 warns on plain string keys in request storage, so the verified
-# payload lives under a typed key: `request[WEBHOOK]`.
-WEBHOOK: web.RequestKey[Any] = web.RequestKey("webhook", object)
-
 # Digits only, and few enough that int() never meets a pathological string.
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Signatures = list[tuple[str, bytes]]
 
 
@@ -83,7 +78,7 @@ def sign(
     order, so receivers holding either the old or the new secret accept it.
     A naive datetime is taken as UTC, as the reference libraries do.
     """
-    keys = _parse_keys(secret)
+    keys = parse_keys(secret)
     seconds = _unix_seconds(timestamp)
     content = _signed_content(msg_id, seconds, body)
     return {
@@ -108,40 +103,7 @@ def verify(
     signature matches any of the secrets, or the body is not JSON. A secret
     that cannot be parsed is the caller's mistake and raises plain ValueError.
     """
-    return _verify(_parse_keys(secret), headers, body, tolerance, now)
-
-
-def require_signature(
-    secret: str | Sequence[str], *, tolerance: float = 300
-) -> Callable[[Handler], Handler]:
-    """Decorate an aiohttp handler so it only runs for verified webhooks.
-
-    The handler finds the payload in `request[WEBHOOK]`; anything else gets a
-    401 problem+json. The secret is parsed here so a bad one fails at startup.
-    """
-    keys = _parse_keys(secret)
-
-    def decorate(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        async def verified(request: web.Request) -> web.StreamResponse:
-            return await _call_verified(request, handler, keys, tolerance)
-
-        return verified
-
-    return decorate
-
-
-def signature_middleware(
-    secret: str | Sequence[str], *, tolerance: float = 300
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """An aiohttp middleware that does what `require_signature` does, for every route."""
-    keys = _parse_keys(secret)
-
-    @web.middleware
-    async def webhook_signature(request: web.Request, handler: Handler) -> web.StreamResponse:
-        return await _call_verified(request, handler, keys, tolerance)
-
-    return webhook_signature
+    return verify_parsed(parse_keys(secret), headers, body, tolerance, now)
 
 
 class _HmacKey:
@@ -187,10 +149,13 @@ class _Ed25519Key:
         return False
 
 
-_Key = _HmacKey | _Ed25519Key
+# A parsed secret or key: what `parse_keys` gives and `verify_parsed` takes.
+Key = _HmacKey | _Ed25519Key
 
 
-def _parse_keys(secret: str | Sequence[str]) -> list[_Key]:
+def parse_keys(secret: str | Sequence[str]) -> list[Key]:
+    """The keys a secret (or several, during a rotation) names, parsed once;
+    ValueError for one that is not a `whsec_`, `whsk_` or `whpk_` key."""
     if isinstance(secret, str):
         keys = [_parsed(secret)]
     else:
@@ -201,12 +166,12 @@ def _parse_keys(secret: str | Sequence[str]) -> list[_Key]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _parsed(secret: str) -> _Key:
+def _parsed(secret: str) -> Key:
     """A secret parsed once: every webhook of a tenant is signed with the same ones."""
     return _parse_key(secret)
 
 
-def _parse_key(secret: str) -> _Key:
+def _parse_key(secret: str) -> Key:
     # Messages name the expected form, never the secret: they end up in logs.
     if not isinstance(secret, str):
         raise TypeError("a secret must be a str")
@@ -260,13 +225,14 @@ def _signed_content(msg_id: str, seconds: int, body: bytes | str) -> bytes:
     return f"{msg_id}.{seconds}.".encode() + raw
 
 
-def _verify(
-    keys: list[_Key],
+def verify_parsed(
+    keys: list[Key],
     headers: Mapping[str, str],
     body: bytes | str,
     tolerance: float,
     now: float | None,
 ) -> Any:
+    """`verify` with keys `parse_keys` gave: what a receiver that checks many webhooks uses."""
     msg_id, seconds, signature_header = _read_headers(headers)
     age = (time.time() if now is None else now) - seconds
     if age > tolerance:
@@ -323,20 +289,14 @@ def _parse_signatures(header: str) -> Signatures:
     return parsed
 
 
-async def _call_verified(
-    request: web.Request, handler: Handler, keys: list[_Key], tolerance: float
-) -> web.StreamResponse:
-    body = await request.read()
-    try:
-        payload = _verify(keys, request.headers, body, tolerance, None)
-    except WebhookVerificationError as exc:
-        log.info("webhook_rejected: %s", exc, extra={"action": "webhook_rejected"})
-        problem = {
-            "type": "about:blank",
-            "title": "Unauthorized",
-            "status": 401,
-            "detail": str(exc),
-        }
-        return web.json_response(problem, status=401, content_type="application/problem+json")
-    request[WEBHOOK] = payload
-    return await handler(request)
+# What receivers have always imported from here; their home is dispatcher.receiver
+# (aiohttp glue), loaded only when asked for, so that signing needs no aiohttp.
+_RECEIVER_NAMES = {"WEBHOOK", "require_signature", "signature_middleware"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RECEIVER_NAMES:
+        from dispatcher import receiver
+
+        return getattr(receiver, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -84,31 +84,29 @@ class PostgresDeliveries(PostgresConnection):
 
     async def record_attempt(self, record: AttemptRecord) -> None:
         attempt = record.attempt
+        params = (
+            record.delivery_id,
+            attempt.started_at,
+            attempt.duration_ms,
+            attempt.status_code,
+            attempt.error,
+            attempt.response_body,
+            str(attempt.trigger),
+            attempt.by,
+            record.owner,
+            str(record.status),
+            record.next_attempt_at,
+        )
+        learnt = record.endpoint_id is not None and record.health is not None
+        if not learnt and not record.follow_ups:
+            # Most attempts: one statement, atomic on its own.
+            async with self._connection() as connection:
+                await connection.fetchval(sql.RECORD_ATTEMPT, *params)
+            self._committed()
+            return
         async with self._transaction() as connection:
-            await connection.execute(
-                sql.INSERT_ATTEMPT,
-                record.delivery_id,
-                attempt.started_at,
-                attempt.duration_ms,
-                attempt.status_code,
-                attempt.error,
-                attempt.response_body,
-                str(attempt.trigger),
-                attempt.by,
-            )
-            status = await connection.execute(
-                sql.UPDATE_AFTER_ATTEMPT,
-                str(record.status),
-                record.next_attempt_at,
-                attempt.status_code,
-                attempt.error,
-                record.delivery_id,
-                record.owner,
-            )
-            if not affected(status):
-                # Another instance holds it now: what follows is its to decide.
-                await connection.execute(sql.COUNT_ATTEMPT, record.delivery_id)
-                return
+            if not await connection.fetchval(sql.RECORD_ATTEMPT, *params):
+                return  # another instance holds it now: what follows is its to decide
             if record.endpoint_id is not None and record.health is not None:
                 await record_health(
                     connection, record.endpoint_id, record.health, attempt.started_at

@@ -101,21 +101,15 @@ class PostgresJobs(PostgresConnection):
             outcome.event_body,
             job_id,
         )
-        async with self._transaction() as connection:
-            if owner is None:
-                row = await connection.fetchrow(sql.FINISH_QUEUED_JOB, *values)
-            else:
-                row = await connection.fetchrow(sql.FINISH_RUNNING_JOB, *values, owner)
-            if row is None:
-                return None
-            job = Job.from_row(row)
-            deliveries = []
-            for d in outcome.deliveries:
-                taken = (lease.owner, lease.seconds) if lease and d.id in leased else (None, None)
-                params = (d.id, job.tenant, job.id, str(d.channel), d.target, d.endpoint_id)
-                deliveries.append((*params, d.event_type, at, at, d.body, d.host, *taken))
-            if deliveries:
-                await connection.executemany(sql.INSERT_DELIVERY, deliveries)
+        query = sql.FINISH_QUEUED_JOB if owner is None else sql.FINISH_RUNNING_JOB
+        async with self._connection() as connection:
+            row = await connection.fetchrow(
+                query, *values, owner, *_delivery_columns(outcome, lease, leased)
+            )
+        if row is None:
+            return None
+        self._committed()
+        job = Job.from_row(row)
         summaries = tuple(
             DeliverySummary(d.id, str(d.channel), d.target, DeliveryStatus.PENDING, 0)
             for d in outcome.deliveries
@@ -189,6 +183,29 @@ def _job_params(job: NewJob, lease: Lease | None) -> tuple[Any, ...]:
         lease.owner if lease else None,
         lease.seconds if lease else None,
     )
+
+
+def _delivery_columns(
+    outcome: Outcome, lease: Lease | None, leased: frozenset[str]
+) -> list[list[Any]]:
+    """The deliveries a job's end makes, as one array per column (see FINISH_*_JOB)."""
+    columns: list[list[Any]] = [[] for _ in range(9)]
+    for d in outcome.deliveries:
+        taken = lease is not None and d.id in leased
+        row = (
+            d.id,
+            str(d.channel),
+            d.target,
+            d.endpoint_id,
+            d.event_type,
+            d.body,
+            d.host,
+            lease.owner if taken and lease else None,
+            lease.seconds if taken and lease else None,
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
 
 
 def _summary(row: Any) -> DeliverySummary:

@@ -130,14 +130,36 @@ UPDATE deliveries SET lease_until = {CLOCK} + $1
 WHERE lease_owner = $2 AND id = ANY($3::text[]) AND status = 'pending'
 """
 
-_FINISH = """
-UPDATE jobs SET status = $1, result = $2, error = $3, finished_at = $4, event_body = $5,
-                lease_owner = NULL, lease_until = NULL
-WHERE id = $6 AND {guard}
-RETURNING *
+# How a job ended and the deliveries it makes, in one statement (one round trip,
+# no BEGIN and COMMIT); nothing is written unless the guard holds. Deliveries
+# come as arrays, one element each ($8…$16). An endpoint's delivery goes where
+# the endpoint points as this commits, even if its URL changed while the job
+# ended. Those with a lease ($15 its holder, $16 its length) are written taken:
+# handed straight to a free delivery slot.
+_FINISH = f"""
+WITH done AS (
+    UPDATE jobs SET status = $1, result = $2, error = $3, finished_at = $4, event_body = $5,
+                    lease_owner = NULL, lease_until = NULL
+    WHERE id = $6 AND {{guard}}
+    RETURNING *
+), added AS (
+    INSERT INTO deliveries (id, tenant, job_id, channel, target, endpoint_id, event_type,
+                            status, next_attempt_at, created_at, body, host, lease_owner,
+                            lease_until)
+    SELECT n.id, done.tenant, done.id, n.channel, coalesce(e.url, n.target), n.endpoint_id,
+           n.event_type, 'pending', $4, $4, n.body, coalesce(e.host, n.host), n.lease_owner,
+           {CLOCK} + n.lease_seconds
+    FROM done
+    CROSS JOIN unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                      $13::bytea[], $14::text[], $15::text[], $16::float8[])
+         AS n (id, channel, target, endpoint_id, event_type, body, host, lease_owner,
+               lease_seconds)
+    LEFT JOIN endpoints AS e ON e.id = n.endpoint_id
+)
+SELECT * FROM done
 """
 FINISH_RUNNING_JOB = _FINISH.format(guard="status = 'running' AND lease_owner = $7")
-FINISH_QUEUED_JOB = _FINISH.format(guard="status = 'queued'")
+FINISH_QUEUED_JOB = _FINISH.format(guard="status = 'queued' AND $7::text IS NULL")
 
 REQUEUE_JOB = """
 UPDATE jobs SET status = 'queued', run_at = $1, retries = retries + 1,
@@ -156,18 +178,6 @@ SELECT * FROM jobs WHERE status = 'queued' AND deadline IS NOT NULL AND deadline
 """
 
 # Deliveries
-
-# With a lease, taken already: handed straight to a free delivery slot. An
-# endpoint's delivery goes where the endpoint points as this commits, even if
-# its URL changed while the job ended.
-# $13: the lease's length, as for INSERT_JOB.
-INSERT_DELIVERY = f"""
-INSERT INTO deliveries (id, tenant, job_id, channel, target, endpoint_id, event_type, status,
-                        next_attempt_at, created_at, body, host, lease_owner, lease_until)
-VALUES ($1, $2, $3, $4, coalesce((SELECT url FROM endpoints WHERE id = $6), $5), $6, $7,
-        'pending', $8, $9, $10, coalesce((SELECT host FROM endpoints WHERE id = $6), $11),
-        $12, {CLOCK} + $13::float8)
-"""
 
 # A delivery set off by another one: same tenant and job.
 INSERT_FOLLOW_UP = """
@@ -257,26 +267,38 @@ WHERE endpoint_id = ANY($1::text[]) AND status = 'pending' AND lease_until >= {C
 GROUP BY endpoint_id
 """
 
-# The number is read from the row, locked: two instances that both tried a
-# delivery (its lease ran out mid-attempt) number their attempts apart.
-INSERT_ATTEMPT = """
-INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,
-                      response_body, trigger, "by")
-SELECT id, attempt_count + 1, $2::float8, $3::integer, $4::integer, $5::text, $6::text,
-       $7::text, $8::text
-FROM deliveries WHERE id = $1
-FOR UPDATE
+# An attempt and the state it leaves its delivery in, in one statement (one
+# round trip, no BEGIN and COMMIT). The row is locked first: two instances that
+# both tried a delivery (its lease ran out mid-attempt) number their attempts
+# apart. The attempt is always written and counted; the state only by its
+# holder ($9), or anyone if nobody holds it: once another instance has taken
+# the delivery, a late record leaves what follows to that one. Answers whether
+# the state was set.
+RECORD_ATTEMPT = """
+WITH before AS (
+    SELECT id, attempt_count,
+           ($9::text IS NULL OR lease_owner IS NULL OR lease_owner = $9) AS ours
+    FROM deliveries WHERE id = $1 FOR UPDATE
+), added AS (
+    INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,
+                          response_body, trigger, "by")
+    SELECT b.id, b.attempt_count + 1, $2::float8, $3::integer, $4::integer, $5::text,
+           $6::text, $7::text, $8::text
+    FROM before AS b
+)
+UPDATE deliveries AS d SET
+    attempt_count = d.attempt_count + 1,
+    status = CASE WHEN b.ours THEN $10::text ELSE d.status END,
+    next_attempt_at = CASE WHEN b.ours THEN $11::float8 ELSE d.next_attempt_at END,
+    last_status_code = CASE WHEN b.ours THEN $4::integer ELSE d.last_status_code END,
+    last_error = CASE WHEN b.ours THEN $5::text ELSE d.last_error END,
+    trigger = CASE WHEN b.ours THEN 'scheduled' ELSE d.trigger END,
+    triggered_by = CASE WHEN b.ours THEN NULL ELSE d.triggered_by END,
+    lease_owner = CASE WHEN b.ours THEN NULL ELSE d.lease_owner END,
+    lease_until = CASE WHEN b.ours THEN NULL ELSE d.lease_until END
+FROM before AS b WHERE d.id = b.id
+RETURNING b.ours
 """
-
-# Only its holder's (or nobody's) record sets the state: once another instance
-# has taken the delivery (this one's lease lapsed), a late record is only counted.
-UPDATE_AFTER_ATTEMPT = """
-UPDATE deliveries SET status = $1, next_attempt_at = $2, attempt_count = attempt_count + 1,
-                      last_status_code = $3, last_error = $4, trigger = 'scheduled',
-                      triggered_by = NULL, lease_owner = NULL, lease_until = NULL
-WHERE id = $5 AND ($6::text IS NULL OR lease_owner IS NULL OR lease_owner = $6)
-"""
-COUNT_ATTEMPT = "UPDATE deliveries SET attempt_count = attempt_count + 1 WHERE id = $1"
 
 RELEASE_DELIVERIES = """
 UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
