@@ -30,6 +30,12 @@ SETTINGS_PAGE = DOCS / "settings.md"
 PAGES = [README, *sorted(DOCS.rglob("*.md"))]
 # Read by the command line, not by `serve`: they are not Settings fields.
 CLIENT_VARIABLES = {"DISPATCHER_URL", "DISPATCHER_KEY", "DISPATCHER_TIMEOUT"}
+# Read by the tests and the benchmarks, as the README says.
+DEVELOPMENT_VARIABLES = {
+    "DISPATCHER_TEST_POSTGRES_URL",
+    "DISPATCHER_TEST_POSTGRES_REQUIRED",
+    "DISPATCHER_BENCH_POSTGRES_URL",
+}
 SERVER_VARIABLES = {"DISPATCHER_" + name.upper() for name in Settings.model_fields}
 # A variable, or a family of them written `DISPATCHER_SMS_*`.
 VARIABLE = re.compile(r"\bDISPATCHER_[A-Z0-9_]+\*?")
@@ -141,7 +147,7 @@ def test_cli_md_names_the_variables_and_exit_statuses():
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_only_variables_that_exist_are_named(page: Path):
-    known = SERVER_VARIABLES | CLIENT_VARIABLES
+    known = SERVER_VARIABLES | CLIENT_VARIABLES | DEVELOPMENT_VARIABLES
     for name in set(VARIABLE.findall(page.read_text())):
         if name.endswith("*"):
             assert any(v.startswith(name[:-1]) for v in known), f"{page.name}: {name}"
