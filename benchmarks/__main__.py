@@ -76,7 +76,7 @@ async def _phases(args: argparse.Namespace, report: Report, work: Path, receiver
     if "dispatcher" in args.phases:
         await _dispatcher(report, _folder(work, "e2e"), receiver, n, c)
     if "postgres" in args.phases:
-        await _postgres(report, _folder(work, "postgres"), receiver, n, c)
+        await _postgres(report, _folder(work, "postgres"), receiver, n, c, args.pending)
     await _more(args, report, work, receiver)
 
 
@@ -114,13 +114,16 @@ async def _dispatcher(report: Report, folder: Path, receiver: str, n: int, c: in
         report.add("dispatcher", name, run[name])
 
 
-async def _postgres(report: Report, folder: Path, receiver: str, n: int, c: int) -> None:
+async def _postgres(
+    report: Report, folder: Path, receiver: str, n: int, c: int, pending: int
+) -> None:
     if not await postgres.answers():
         report.note(f"postgres: no server at {postgres.SERVER} (DISPATCHER_BENCH_POSTGRES_URL)")
         return
     for count in (1, 2):
         jobs_per_s = await postgres.instances(_folder(folder, f"x{count}"), receiver, n, c, count)
         report.add("postgres", f"jobs_per_s_{count}", jobs_per_s)
+    report.update("postgres", await postgres.submission_under_backlog(min(pending, 100_000)))
 
 
 def _folder(work: Path, name: str) -> Path:

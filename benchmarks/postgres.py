@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import os
 import secrets
+import statistics
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +22,9 @@ from yarl import URL
 
 from benchmarks.load import post_all, received, reset
 from benchmarks.service import Service
+from dispatcher.ids import new_id, now
+from dispatcher.store.postgres import PostgresStore
+from dispatcher.store.records import NewJob
 
 SERVER = os.environ.get(
     "DISPATCHER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -82,3 +87,38 @@ def _folder(parent: Path, name: str) -> Path:
     folder = parent / name
     folder.mkdir()
     return folder
+
+
+async def submission_under_backlog(backlog: int, count: int = 300) -> dict[str, float]:
+    """One tenant's submission, in process on the store, with and without another
+    tenant's `backlog` of queued jobs: median ms of each (a hostile tenant must not
+    make everyone's submissions slower)."""
+    figures = {}
+    for label, queued in (("empty", 0), ("backlog", backlog)):
+        async with fresh_database() as url:
+            store = PostgresStore(url, 4)
+            await store.open()
+            try:
+                assert store.pool is not None
+                await store.pool.execute(HOG_JOBS, queued)
+                await store.pool.execute("ANALYZE jobs")
+                times = []
+                for _ in range(count):
+                    job = NewJob(
+                        new_id("job"), "other", "echo", 1, None, None, None, None, None, now()
+                    )
+                    started = time.perf_counter()
+                    await store.submit_job(job, 10 * backlog + count, backlog + count)
+                    times.append((time.perf_counter() - started) * 1000)
+            finally:
+                await store.close()
+        figures[f"submit_ms_{label}"] = statistics.median(times)
+    figures["backlog"] = backlog
+    return figures
+
+
+# Queued jobs of one tenant, written straight into the table.
+HOG_JOBS = """
+INSERT INTO jobs (id, tenant, type, status, payload, created_at, run_at)
+SELECT 'job_hog' || n, 'hog', 'echo', 'queued', '1', 0, 0 FROM generate_series(1, $1) AS n
+"""

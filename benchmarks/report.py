@@ -17,6 +17,9 @@ LINES = (
     ("dispatcher", "peak_rss_mb", "dispatcher: peak RSS, MB"),
     ("postgres", "jobs_per_s_1", "PostgreSQL, 1 instance: jobs/s end to end"),
     ("postgres", "jobs_per_s_2", "PostgreSQL, 2 instances, one database: jobs/s end to end"),
+    ("postgres", "backlog", "PostgreSQL: one tenant's queued backlog"),
+    ("postgres", "submit_ms_empty", "another tenant's submission, empty queue: median ms"),
+    ("postgres", "submit_ms_backlog", "another tenant's submission, with that backlog: median ms"),
     ("submits", "bare_202_per_s", "bare aiohttp server answering 202: req/s"),
     ("submits", "durable_202_per_s", "dispatcher durable 202s/s (same requests)"),
     ("latency", "rate_per_s", "steady submit rate (half of end to end), jobs/s"),
@@ -57,6 +60,12 @@ RATIOS = (
         ("postgres", "jobs_per_s_2"),
         ("postgres", "jobs_per_s_1"),
         "",
+    ),
+    (
+        "submission behind a backlog ÷ empty",
+        ("postgres", "submit_ms_backlog"),
+        ("postgres", "submit_ms_empty"),
+        "≤ 2",
     ),
     ("claim big ÷ claim 10k", ("claims", "claim_ms_big"), ("claims", "claim_ms_10k"), "≤ 2"),
     (

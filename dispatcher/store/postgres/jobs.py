@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dispatcher.errors import Conflict, QueueFull
@@ -22,8 +24,29 @@ from dispatcher.store.records import (
 )
 from dispatcher.store.rows import dump_json, page_of
 
+# The queue's total is counted again at least this often, and at every
+# submission once it was within NEAR_FULL of its limit. In between it is
+# what was counted plus what this instance added since.
+TOTAL_EVERY = 1.0
+NEAR_FULL = 0.9
+
+
+@dataclass(slots=True)
+class _QueueTotal:
+    """This instance's idea of how many jobs are queued in all, and since when."""
+
+    value: int = 0
+    counted_at: float = -math.inf
+
+    def must_count(self, limit: int, at: float) -> bool:
+        return at - self.counted_at >= TOTAL_EVERY or self.value >= limit * NEAR_FULL
+
 
 class PostgresJobs(PostgresConnection):
+    def __init__(self, dsn: str, pool_size: int = 10) -> None:
+        super().__init__(dsn, pool_size)
+        self._total = _QueueTotal()
+
     async def submit_job(
         self,
         job: NewJob,
@@ -44,8 +67,15 @@ class PostgresJobs(PostgresConnection):
             # submitting at the same moment may each see room for the last place,
             # so the queue can pass its limit by a few jobs. A limit that keeps the
             # backlog in bounds allows that; serialising submissions would cost more.
-            params = (*_job_params(job, lease), max_queue, share)
+            # The tenant's own jobs are counted every time (through their index:
+            # a tenant's backlog costs only its own submissions); the total, which
+            # costs every tenant alike, once a second, or each time near the limit.
+            at = time.monotonic()
+            counting = self._total.must_count(max_queue, at)
+            params = (*_job_params(job, lease), max_queue, share, counting)
             row = await connection.fetchrow(sql.SUBMIT_JOB, *params)
+            if counting:
+                self._total = _QueueTotal(row["queued_total"], at)
             if row["id"] is None:
                 _no_room(row, max_queue, share)
                 # Another instance's job took the key since it was looked up.
@@ -54,6 +84,8 @@ class PostgresJobs(PostgresConnection):
                 )
                 return await _repeat(connection, job, first)
         self._committed()
+        if lease is None:
+            self._total.value += 1
         return Job.from_row(row), True
 
     async def get_job(self, job_id: str, tenant: str | None) -> Job | None:

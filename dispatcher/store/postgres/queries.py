@@ -57,15 +57,18 @@ FIND_IDEMPOTENT = "SELECT id, request_hash FROM jobs WHERE tenant = $1 AND idemp
 # A key taken meanwhile by another instance's job inserts nothing: the caller
 # then reads that job instead.
 # A job and the room for it, in one statement (one round trip, no BEGIN and
-# COMMIT): the queued jobs are counted, in all and of its tenant, and the job
-# is inserted only if both are below their limits ($16, $17) and its
-# idempotency key is free. The one row answered carries both counts, and the
-# job if it was inserted (its id NULL otherwise). Queued, or (with a lease)
-# running already: $15 is the lease's length, its end the database's clock.
+# COMMIT): the tenant's queued jobs are counted, and all queued jobs only if
+# $18 asks (see PostgresJobs._count_all), and the job is inserted only if both
+# are below their limits ($16, $17) and its idempotency key is free. The one
+# row answered carries both counts (the total 0 when not counted), and the job
+# if it was inserted (its id NULL otherwise). Queued, or (with a lease) running
+# already: $15 is the lease's length, its end the database's clock.
 SUBMIT_JOB = f"""
 WITH room AS (
-    SELECT count(*) AS queued_total, count(*) FILTER (WHERE tenant = $2) AS queued_mine
-    FROM jobs WHERE status = 'queued'
+    SELECT CASE WHEN $18::boolean
+                THEN (SELECT count(*) FROM jobs WHERE status = 'queued') ELSE 0 END
+               AS queued_total,
+           (SELECT count(*) FROM jobs WHERE status = 'queued' AND tenant = $2) AS queued_mine
 ), added AS (
     INSERT INTO jobs (id, tenant, type, status, payload, callback_url, endpoint_id, notify,
                       metadata, deadline, created_at, run_at, idempotency_key, request_hash,
