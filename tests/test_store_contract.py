@@ -755,6 +755,19 @@ async def test_an_endpoint_rate_limit_holds_across_instances(two):
     assert time.monotonic() - start >= 0.5
 
 
+async def test_deliveries_handed_back_give_their_tokens_back(store):
+    only_postgres(store)
+    ep = await store.create_endpoint(endpoint(rate_limit=4), 1000)
+    for _ in range(8):
+        await ended(store, callback_url=None, endpoint_id=ep.id)
+    taken = await store.claim_deliveries("me", 8, now(), FAR)
+    assert len(taken) == 4  # the bucket's whole tokens
+    await store.release_deliveries("me", ids(taken)[:3])  # held back here, unsent
+    again = await store.claim_deliveries("me", 8, now(), FAR)
+    # The three come back at once, on their refunded tokens, not a second later.
+    assert sorted(ids(again)) == sorted(ids(taken)[:3])
+
+
 async def test_instances_starting_at_once_migrate_once(postgres_url):
     stores = [PostgresStore(postgres_url, pool_size=1) for _ in range(4)]
     await asyncio.gather(*(each.open() for each in stores))

@@ -303,9 +303,26 @@ FROM before AS b WHERE d.id = b.id
 RETURNING b.ours
 """
 
+# Deliveries handed back unsent: their leases go, and the tokens their claim
+# spent go back to their endpoints' buckets (locked in id order, as claims lock
+# them), so a delivery held back here does not eat into its endpoint's rate.
 RELEASE_DELIVERIES = """
-UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
-WHERE id = ANY($1::text[]) AND lease_owner = $2
+WITH released AS (
+    UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+    WHERE id = ANY($1::text[]) AND lease_owner = $2
+    RETURNING endpoint_id
+), refunds AS (
+    SELECT endpoint_id, count(*) AS n FROM released
+    WHERE endpoint_id IS NOT NULL GROUP BY endpoint_id
+), locked AS (
+    SELECT t.endpoint_id FROM endpoint_tokens AS t
+    WHERE t.endpoint_id IN (SELECT endpoint_id FROM refunds)
+    ORDER BY t.endpoint_id
+    FOR UPDATE
+)
+UPDATE endpoint_tokens AS t SET tokens = t.tokens + r.n
+FROM refunds AS r
+WHERE t.endpoint_id = r.endpoint_id AND t.endpoint_id IN (SELECT endpoint_id FROM locked)
 """
 
 GET_DELIVERY = "SELECT * FROM deliveries WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)"
