@@ -112,12 +112,16 @@ class ChangeRouter:
             self._more.set()
 
     async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        # A fixed pace, however busy the feed: every change heard must not put it off.
+        check_at = loop.time() + KEY_CHECK_EVERY
         while True:
-            try:
-                async with asyncio.timeout(KEY_CHECK_EVERY):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(check_at):
                     await self._more.wait()
-            except TimeoutError:
+            if loop.time() >= check_at:
                 self._check_keys()
+                check_at = loop.time() + KEY_CHECK_EVERY
             self._more.clear()
             while self._unread:
                 kind, subject = next(iter(self._unread))

@@ -291,7 +291,23 @@ def _parse_signatures(header: str) -> Signatures:
 
 # What receivers have always imported from here; their home is dispatcher.receiver
 # (aiohttp glue), loaded only when asked for, so that signing needs no aiohttp.
-_RECEIVER_NAMES = {"WEBHOOK", "require_signature", "signature_middleware"}
+_RECEIVER_NAMES = {"WEBHOOK", "Handler", "require_signature", "signature_middleware"}
+
+__all__ = [
+    "Key",
+    "PRIVATE_KEY_PREFIX",
+    "PUBLIC_KEY_PREFIX",
+    "SECRET_PREFIX",
+    "WebhookVerificationError",
+    "generate_secret",
+    "generate_signing_key",
+    "parse_keys",
+    "public_key_of",
+    "sign",
+    "verify",
+    "verify_parsed",
+    *sorted(_RECEIVER_NAMES),
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -430,10 +430,18 @@ async def test_a_late_record_is_counted_but_leaves_the_delivery_to_its_new_holde
     assert found.status is DeliveryStatus.PENDING and found.attempt_count == 1
     assert [a.number for a in found.attempts] == [1]
     assert await store.claim_deliveries("third", 10, now(), FAR) == []  # still quick's
-    await store.record_attempt(attempt(delivery_id, DeliveryStatus.FAILED, 500, owner="quick"))
+    retry_at = now() + FAR
+    await store.record_attempt(
+        attempt(delivery_id, DeliveryStatus.PENDING, 503, next_attempt_at=retry_at, owner="quick")
+    )
+    # Nobody holds it now; slow's attempt comes in later still (made as attempt 1).
+    late = Attempt(1, now(), 7, 200, None, "ok", Trigger.SCHEDULED, None)
+    record = AttemptRecord(delivery_id, late, DeliveryStatus.SUCCEEDED, None, owner="slow")
+    await store.record_attempt(record)
     found = await store.get_delivery(delivery_id, None)
-    assert found.status is DeliveryStatus.FAILED and found.attempt_count == 2
-    assert [a.number for a in found.attempts] == [1, 2]
+    assert found.status is DeliveryStatus.PENDING and found.next_attempt_at == retry_at
+    assert found.last_status_code == 503 and found.attempt_count == 3
+    assert [a.number for a in found.attempts] == [1, 2, 3]
 
 
 async def test_an_attempt_teaches_the_endpoint_and_a_disabling_ends_what_waits(store):

@@ -29,6 +29,8 @@ from dispatcher.store.rows import page_of
 # as the deliverer's gates do (delivery/gates.py, SLACK): a claim a few
 # milliseconds late loses no time.
 BUCKET_SECONDS = 1.0
+# Seconds a bulk replay (or its dry run) may take.
+BULK_TIMEOUT = 300.0
 BUCKET_SLACK = 0.4
 
 
@@ -96,6 +98,7 @@ class PostgresDeliveries(PostgresConnection):
             record.owner,
             str(record.status),
             record.next_attempt_at,
+            attempt.number - 1,
         )
         learnt = record.endpoint_id is not None and record.health is not None
         if not learnt and not record.follow_ups:
@@ -158,14 +161,18 @@ class PostgresDeliveries(PostgresConnection):
     ) -> int:
         # The same filter and the same rule for both, so the dry run counts what
         # the replay would take; the replay's own two parameters come first.
+        # A replay of everything that failed in a bad hour may touch many rows:
+        # it gets longer than the statement timeout for the calls of a request.
         if dry_run:
             clause = replayable_where(where, dollar)
             query = sql.COUNT_REPLAYABLE.format(where=clause.sql)
-            return int((await self._fetchrow(query, *clause.params))[0])
+            async with self._connection() as connection:
+                count = await connection.fetchval(query, *clause.params, timeout=BULK_TIMEOUT)
+            return int(count)
         clause = replayable_where(where, lambda number: dollar(number + 2))
         query = sql.REPLAY_MANY.format(where=clause.sql)
         async with self._transaction() as connection:
-            status = await connection.execute(query, now, by, *clause.params)
+            status = await connection.execute(query, now, by, *clause.params, timeout=BULK_TIMEOUT)
         return affected(status)
 
 

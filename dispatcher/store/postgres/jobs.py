@@ -25,10 +25,13 @@ from dispatcher.store.records import (
 from dispatcher.store.rows import dump_json, page_of
 
 # The queue's total is counted again at least this often, and at every
-# submission once it was within NEAR_FULL of its limit. In between it is
-# what was counted plus what this instance added since.
+# submission once it was within NEAR_FULL of its limit, or if the limit is
+# small enough that counting up to it is cheap. In between it is what was
+# counted plus what this instance added since: instances that each accept
+# many jobs within a second may together pass the limit by those.
 TOTAL_EVERY = 1.0
 NEAR_FULL = 0.9
+ALWAYS_COUNT_BELOW = 10_000
 
 
 @dataclass(slots=True)
@@ -39,7 +42,11 @@ class _QueueTotal:
     counted_at: float = -math.inf
 
     def must_count(self, limit: int, at: float) -> bool:
-        return at - self.counted_at >= TOTAL_EVERY or self.value >= limit * NEAR_FULL
+        return (
+            limit <= ALWAYS_COUNT_BELOW
+            or at - self.counted_at >= TOTAL_EVERY
+            or self.value >= limit * NEAR_FULL
+        )
 
 
 class PostgresJobs(PostgresConnection):
@@ -74,7 +81,7 @@ class PostgresJobs(PostgresConnection):
             counting = self._total.must_count(max_queue, at)
             params = (*_job_params(job, lease), max_queue, share, counting)
             row = await connection.fetchrow(sql.SUBMIT_JOB, *params)
-            if counting:
+            if counting and at >= self._total.counted_at:
                 self._total = _QueueTotal(row["queued_total"], at)
             if row["id"] is None:
                 _no_room(row, max_queue, share)

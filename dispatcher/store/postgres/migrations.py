@@ -157,16 +157,21 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+# Seconds a migration may take, waiting for another instance's included: far
+# past the pool's statement timeout, which is for the calls that serve requests.
+MIGRATION_TIMEOUT = 3600.0
+
+
 async def migrate(connection: asyncpg.Connection) -> int:
     """Apply the migrations not applied yet; the version the database was at."""
     async with connection.transaction():
-        await connection.execute(LOCK, MIGRATION_LOCK)
+        await connection.execute(LOCK, MIGRATION_LOCK, timeout=MIGRATION_TIMEOUT)
         # Looked up before it is made: a database that is read-only for now
         # (failing over) opens if its schema is up to date, and answers reads.
         if not await connection.fetchval(HAS_VERSIONS):
             await connection.execute(CREATE_VERSIONS)
         current = int(await connection.fetchval(CURRENT_VERSION))
         for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
-            await connection.execute(script)
+            await connection.execute(script, timeout=MIGRATION_TIMEOUT)
             await connection.execute(RECORD_VERSION, version)
     return current

@@ -57,8 +57,8 @@ FIND_IDEMPOTENT = "SELECT id, request_hash FROM jobs WHERE tenant = $1 AND idemp
 # A key taken meanwhile by another instance's job inserts nothing: the caller
 # then reads that job instead.
 # A job and the room for it, in one statement (one round trip, no BEGIN and
-# COMMIT): the tenant's queued jobs are counted, and all queued jobs only if
-# $18 asks (see PostgresJobs._count_all), and the job is inserted only if both
+# COMMIT): the tenant's queued jobs are counted, and all queued jobs (up to the
+# limit) only if $18 asks (see jobs._QueueTotal), and the job is inserted only if both
 # are below their limits ($16, $17) and its idempotency key is free. The one
 # row answered carries both counts (the total 0 when not counted), and the job
 # if it was inserted (its id NULL otherwise). Queued, or (with a lease) running
@@ -66,8 +66,9 @@ FIND_IDEMPOTENT = "SELECT id, request_hash FROM jobs WHERE tenant = $1 AND idemp
 SUBMIT_JOB = f"""
 WITH room AS (
     SELECT CASE WHEN $18::boolean
-                THEN (SELECT count(*) FROM jobs WHERE status = 'queued') ELSE 0 END
-               AS queued_total,
+                THEN (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE status = 'queued'
+                                            LIMIT $16) AS queued)
+                ELSE 0 END AS queued_total,
            (SELECT count(*) FROM jobs WHERE status = 'queued' AND tenant = $2) AS queued_mine
 ), added AS (
     INSERT INTO jobs (id, tenant, type, status, payload, callback_url, endpoint_id, notify,
@@ -274,13 +275,17 @@ GROUP BY endpoint_id
 # round trip, no BEGIN and COMMIT). The row is locked first: two instances that
 # both tried a delivery (its lease ran out mid-attempt) number their attempts
 # apart. The attempt is always written and counted; the state only by its
-# holder ($9), or anyone if nobody holds it: once another instance has taken
-# the delivery, a late record leaves what follows to that one. Answers whether
-# the state was set.
+# holder ($9), or, if nobody holds it (released), by the attempt that comes
+# next in its count ($12: the count it was made after) of a delivery still
+# pending: once another instance has taken the delivery, or recorded an
+# attempt of it, a late record leaves what follows to that one. Answers
+# whether the state was set.
 RECORD_ATTEMPT = """
 WITH before AS (
     SELECT id, attempt_count,
-           ($9::text IS NULL OR lease_owner IS NULL OR lease_owner = $9) AS ours
+           ($9::text IS NULL OR lease_owner IS NOT DISTINCT FROM $9
+            OR (lease_owner IS NULL AND status = 'pending' AND attempt_count = $12::integer))
+               AS ours
     FROM deliveries WHERE id = $1 FOR UPDATE
 ), added AS (
     INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,

@@ -108,11 +108,13 @@ class SQLiteDeliveries(SQLiteConnection):
                 attempt.error,
                 record.delivery_id,
                 record.owner,
+                attempt.number - 1,
             )
-            # One of the two applies: the holder's record, or another's late one.
-            # One process sends everything on a SQLite file, so it is the holder.
-            batch.defer(sql.UPDATE_AFTER_ATTEMPT, after)
+            # One of the two applies: another's late record (counted first, on the
+            # row as it was), or the holder's. One process sends everything on a
+            # SQLite file, so it is the holder.
             batch.defer(sql.COUNT_OTHERS_ATTEMPT, after)
+            batch.defer(sql.UPDATE_AFTER_ATTEMPT, after)
             if record.endpoint_id is not None and record.health is not None:
                 record_health(batch, record.endpoint_id, record.health, attempt.started_at)
             for d in record.follow_ups:

@@ -150,8 +150,11 @@ INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code,
 SELECT ?, attempt_count + 1, ?, ?, ?, ?, ?, ?, ? FROM deliveries WHERE id = ?
 """
 
-# Only its holder's (or nobody's) record sets the state; another's is only counted.
-_OURS = "(?6 IS NULL OR lease_owner IS NULL OR lease_owner = ?6)"
+# Only its holder's record sets the state, or, if nobody holds it (released),
+# the one next in its count (?7) of a delivery still pending; another's is only
+# counted (see the PostgreSQL RECORD_ATTEMPT).
+_OURS = """(?6 IS NULL OR lease_owner IS ?6
+           OR (lease_owner IS NULL AND status = 'pending' AND attempt_count = ?7))"""
 UPDATE_AFTER_ATTEMPT = f"""
 UPDATE deliveries SET status = ?1, next_attempt_at = ?2, attempt_count = attempt_count + 1,
                       last_status_code = ?3, last_error = ?4, trigger = 'scheduled',
