@@ -23,6 +23,7 @@ from dispatcher.store.endpoint_records import (
     Signature,
 )
 from dispatcher.store.postgres import PostgresStore
+from dispatcher.store.postgres import queries as postgres_sql
 from dispatcher.store.records import (
     ApiKey,
     Attempt,
@@ -623,6 +624,23 @@ async def test_purge_deletes_old_finished_jobs_but_keeps_those_still_sending(sto
     assert await store.get_delivery(old.deliveries[0].id, None) is None
     assert await store.get_job(sending.id, None) is not None
     assert await store.get_job(kept.id, None) is not None
+
+
+async def test_a_purge_passes_over_a_job_whose_delivery_is_being_replayed(store):
+    only_postgres(store)
+    old = await ended(store, at=now() - 100)
+    [delivery_id] = [d.id for d in old.deliveries]
+    await store.record_attempt(attempt(delivery_id, DeliveryStatus.FAILED, 500))
+    async with store.pool.acquire() as replaying, replaying.transaction():
+        # A replay on its way (another instance's), not committed yet...
+        await replaying.fetch(postgres_sql.REPLAY_ONE, now(), "admin", delivery_id, None)
+        # ...while the purge runs: it must pass over the job, not wait to delete it.
+        purge = asyncio.ensure_future(store.purge(now() - 50))
+        await wait_for(purge.done, timeout=5)
+        assert purge.result() == 0
+    found = await store.get_delivery(delivery_id, None)
+    assert found is not None and found.status is DeliveryStatus.PENDING
+    assert await store.purge(now() - 50) == 0  # pending now: kept until it ends
 
 
 async def test_the_store_answers_is_writable_and_counts_commits(store):

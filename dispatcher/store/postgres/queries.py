@@ -352,10 +352,34 @@ SET status = 'pending', next_attempt_at = $1,
 
 # What a bulk replay, and its dry run, select beyond the filter: finished
 # deliveries, none to an endpoint that is disabled or deleted.
-REPLAY_ONE = _REPLAY_SET + "WHERE d.id = $3 AND ($4::text IS NULL OR d.tenant = $4) RETURNING d.*"
+# A replay holds its jobs' rows (FOR KEY SHARE) until it commits: a purge that
+# runs meanwhile (its FOR UPDATE SKIP LOCKED) passes over them, rather than
+# deleting a job whose delivery the replay is making pending again.
+_KEEP_ONE = """
+WITH kept AS (
+    SELECT j.id FROM jobs AS j
+    WHERE j.id = (SELECT x.job_id FROM deliveries AS x WHERE x.id = $3)
+    FOR KEY SHARE
+)
+"""
+REPLAY_ONE = (
+    _KEEP_ONE
+    + _REPLAY_SET
+    + "WHERE d.id = $3 AND ($4::text IS NULL OR d.tenant = $4)"
+    + " AND d.job_id IN (SELECT id FROM kept) RETURNING d.*"
+)
 
 # {where}'s parameters follow $1 and $2; the dry run counts the same {where} from $1.
-REPLAY_MANY = _REPLAY_SET + "WHERE {where}"
+REPLAY_MANY = (
+    """
+WITH kept AS (
+    SELECT j.id FROM jobs AS j WHERE j.id IN (SELECT job_id FROM deliveries WHERE {where})
+    FOR KEY SHARE
+)
+"""
+    + _REPLAY_SET
+    + "WHERE {where} AND d.job_id IN (SELECT id FROM kept)"
+)
 COUNT_REPLAYABLE = "SELECT count(*) FROM deliveries WHERE {where}"
 
 # Jobs with a pending delivery (a replay in progress) are kept until it ends.
