@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
-from dispatcher.store.endpoint_records import CHANGEABLE, EndpointChanges
-from dispatcher.store.records import Page
+from dispatcher.store.endpoint_records import CHANGEABLE, EndpointChanges, NewEndpoint
+from dispatcher.store.records import DeliverySummary, Job, NewJob, Page
 
 
 def dump_json(value: Any) -> str | None:
@@ -67,3 +68,58 @@ def _column(column: str, value: Any) -> Any:
     if column == "event_types":
         return dump_event_types(value)
     return value
+
+
+def job_columns(job: NewJob, lease_owner: str | None, lease: float | None) -> tuple[Any, ...]:
+    """A new job's columns in the order both dialects' inserts take them; `lease` is
+    its lease as the dialect writes it (an end, or a length for the database's clock)."""
+    return (
+        job.id,
+        job.tenant,
+        job.type,
+        dump_json(job.payload) or "null",
+        job.callback_url,
+        job.endpoint_id,
+        dump_json(job.notify),
+        dump_json(job.metadata),
+        job.deadline,
+        job.created_at,
+        job.created_at,
+        job.idempotency_key,
+        job.request_hash,
+        lease_owner,
+        lease,
+    )
+
+
+def endpoint_columns(new: NewEndpoint) -> tuple[Any, ...]:
+    """A new endpoint's columns in the order both dialects' inserts take them."""
+    return (
+        new.id,
+        new.tenant,
+        new.url,
+        new.host,
+        new.description,
+        json.dumps(new.headers),
+        dump_event_types(new.event_types),
+        str(new.signature),
+        new.secret,
+        new.rate_limit,
+        new.max_in_flight,
+        new.created_at,
+    )
+
+
+def summary_of(row: Any) -> DeliverySummary:
+    """A delivery row as a job lists it."""
+    return DeliverySummary(
+        row["id"], row["channel"], row["target"], row["status"], row["attempt_count"]
+    )
+
+
+def with_deliveries(jobs: list[Job], rows: Sequence[Any]) -> list[Job]:
+    """The jobs, each with the summaries of its rows among `rows` (deliveries, by id)."""
+    by_job: dict[str, list[DeliverySummary]] = {}
+    for row in rows:
+        by_job.setdefault(row["job_id"], []).append(summary_of(row))
+    return [replace(job, deliveries=tuple(by_job.get(job.id, ()))) for job in jobs]

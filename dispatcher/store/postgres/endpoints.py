@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from dispatcher.errors import Conflict
 from dispatcher.store.endpoint_records import (
     Endpoint,
     EndpointChanges,
@@ -13,36 +11,21 @@ from dispatcher.store.endpoint_records import (
     NewEndpoint,
 )
 from dispatcher.store.filters import dollar
+from dispatcher.store.limits import check_endpoints
 from dispatcher.store.postgres import queries as sql
 from dispatcher.store.postgres.connection import PostgresConnection
 from dispatcher.store.records import Page
-from dispatcher.store.rows import changed_columns, dump_event_types, page_of
+from dispatcher.store.rows import changed_columns, endpoint_columns, page_of
 
 
 class PostgresEndpoints(PostgresConnection):
     async def create_endpoint(self, new: NewEndpoint, max_per_tenant: int) -> Endpoint:
-        params = (
-            new.id,
-            new.tenant,
-            new.url,
-            new.host,
-            new.description,
-            json.dumps(new.headers),
-            dump_event_types(new.event_types),
-            str(new.signature),
-            new.secret,
-            new.rate_limit,
-            new.max_in_flight,
-            new.created_at,
-        )
+        params = endpoint_columns(new)
         async with self._transaction() as connection:
             # Counted without a lock: two instances registering a tenant's last
             # endpoint at the same moment may pass the limit by one.
             count = await connection.fetchval(sql.COUNT_TENANT_ENDPOINTS, new.tenant)
-            if count >= max_per_tenant:
-                raise Conflict(
-                    f"this tenant has {count} endpoints, the most it may have; delete one first"
-                )
+            check_endpoints(count, max_per_tenant)
             row = await connection.fetchrow(sql.INSERT_ENDPOINT, *params)
         return Endpoint.from_row(row)
 

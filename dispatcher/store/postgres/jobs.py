@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dispatcher.errors import Conflict, QueueFull
+from dispatcher.errors import Conflict
 from dispatcher.store.filters import dollar, jobs_where
+from dispatcher.store.limits import check_queue, check_share
 from dispatcher.store.postgres import queries as sql
 from dispatcher.store.postgres.connection import PostgresConnection
 from dispatcher.store.records import (
@@ -22,7 +23,7 @@ from dispatcher.store.records import (
     Outcome,
     Page,
 )
-from dispatcher.store.rows import dump_json, page_of
+from dispatcher.store.rows import dump_json, job_columns, page_of, summary_of, with_deliveries
 
 # The queue's total is counted again at least this often, and at every
 # submission once it was within NEAR_FULL of its limit, or if the limit is
@@ -79,7 +80,9 @@ class PostgresJobs(PostgresConnection):
             # costs every tenant alike, once a second, or each time near the limit.
             at = time.monotonic()
             counting = self._total.must_count(max_queue, at)
-            params = (*_job_params(job, lease), max_queue, share, counting)
+            owner, seconds = (lease.owner, lease.seconds) if lease else (None, None)
+            columns = job_columns(job, owner, seconds)
+            params = (*columns, max_queue, share, counting)
             row = await connection.fetchrow(sql.SUBMIT_JOB, *params)
             if counting and at >= self._total.counted_at:
                 self._total = _QueueTotal(row["queued_total"], at)
@@ -108,7 +111,7 @@ class PostgresJobs(PostgresConnection):
             jobs = [Job.from_row(row) for row in page.items]
             if jobs:
                 deliveries = await connection.fetch(sql.JOBS_DELIVERIES, [j.id for j in jobs])
-                jobs = _with_deliveries(jobs, deliveries)
+                jobs = with_deliveries(jobs, deliveries)
         return Page(jobs, page.next_cursor)
 
     async def claim_jobs(
@@ -172,12 +175,8 @@ class PostgresJobs(PostgresConnection):
 
 def _no_room(counts: Any, total: int, share: int) -> None:
     """QueueFull if the queue was at its limit, or the tenant at its share of it."""
-    if counts["queued_total"] >= total:
-        raise QueueFull(f"{counts['queued_total']} jobs are queued; the limit is {total}")
-    if counts["queued_mine"] >= share:
-        raise QueueFull(
-            f"this tenant has {counts['queued_mine']} jobs queued; its share is {share}"
-        )
+    check_queue(counts["queued_total"], total)
+    check_share(counts["queued_mine"], share)
 
 
 async def _repeat(connection: Any, job: NewJob, first: Any) -> tuple[Job, bool]:
@@ -194,34 +193,7 @@ async def _read_job(connection: Any, job_id: str, tenant: str | None) -> Job | N
     if row is None:
         return None
     summaries = await connection.fetch(sql.JOB_DELIVERIES, job_id)
-    return Job.from_row(row, tuple(_summary(s) for s in summaries))
-
-
-def _with_deliveries(jobs: list[Job], rows: Sequence[Any]) -> list[Job]:
-    by_job: dict[str, list[DeliverySummary]] = {}
-    for row in rows:
-        by_job.setdefault(row["job_id"], []).append(_summary(row))
-    return [replace(job, deliveries=tuple(by_job.get(job.id, ()))) for job in jobs]
-
-
-def _job_params(job: NewJob, lease: Lease | None) -> tuple[Any, ...]:
-    return (
-        job.id,
-        job.tenant,
-        job.type,
-        dump_json(job.payload) or "null",
-        job.callback_url,
-        job.endpoint_id,
-        dump_json(job.notify),
-        dump_json(job.metadata),
-        job.deadline,
-        job.created_at,
-        job.created_at,
-        job.idempotency_key,
-        job.request_hash,
-        lease.owner if lease else None,
-        lease.seconds if lease else None,
-    )
+    return Job.from_row(row, tuple(summary_of(s) for s in summaries))
 
 
 def _delivery_columns(
@@ -245,9 +217,3 @@ def _delivery_columns(
         for column, value in zip(columns, row, strict=True):
             column.append(value)
     return columns
-
-
-def _summary(row: Any) -> DeliverySummary:
-    return DeliverySummary(
-        row["id"], row["channel"], row["target"], row["status"], row["attempt_count"]
-    )

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from dispatcher.errors import Conflict
 from dispatcher.store.endpoint_records import (
     Endpoint,
     EndpointChanges,
     EndpointHealth,
     NewEndpoint,
 )
+from dispatcher.store.limits import check_endpoints
 from dispatcher.store.records import Page
-from dispatcher.store.rows import changed_columns, dump_event_types, page_of
+from dispatcher.store.rows import changed_columns, endpoint_columns, page_of
 from dispatcher.store.sqlite import queries as sql
 from dispatcher.store.sqlite.connection import SQLiteConnection
 from dispatcher.store.sqlite.writer import Batch
@@ -21,28 +20,12 @@ from dispatcher.store.sqlite.writer import Batch
 
 class SQLiteEndpoints(SQLiteConnection):
     async def create_endpoint(self, new: NewEndpoint, max_per_tenant: int) -> Endpoint:
-        params = (
-            new.id,
-            new.tenant,
-            new.url,
-            new.host,
-            new.description,
-            json.dumps(new.headers),
-            dump_event_types(new.event_types),
-            str(new.signature),
-            new.secret,
-            new.rate_limit,
-            new.max_in_flight,
-            new.created_at,
-        )
+        params = endpoint_columns(new)
 
         def op(batch: Batch) -> Any:
             count = batch.fetch(sql.COUNT_TENANT_ENDPOINTS, (new.tenant,))[0][0]
-            if count >= max_per_tenant:
-                # Declined before anything is written, as the writer asks.
-                raise Conflict(
-                    f"this tenant has {count} endpoints, the most it may have; delete one first"
-                )
+            # Declined before anything is written, as the writer asks.
+            check_endpoints(count, max_per_tenant)
             return batch.fetch(sql.INSERT_ENDPOINT, params)[0]
 
         return Endpoint.from_row(await self._write(op))

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from dispatcher.errors import Conflict, QueueFull
+from dispatcher.errors import Conflict
 from dispatcher.store.filters import jobs_where, question_mark
+from dispatcher.store.limits import check_queue, check_share
 from dispatcher.store.records import (
     DeliveryStatus,
     DeliverySummary,
@@ -20,7 +21,7 @@ from dispatcher.store.records import (
     Outcome,
     Page,
 )
-from dispatcher.store.rows import dump_json, page_of
+from dispatcher.store.rows import dump_json, job_columns, page_of, summary_of, with_deliveries
 from dispatcher.store.sqlite import queries as sql
 from dispatcher.store.sqlite.connection import SQLiteConnection
 from dispatcher.store.sqlite.writer import Batch
@@ -47,7 +48,8 @@ class SQLiteJobs(SQLiteConnection):
             if job.idempotency_key is not None:
                 # Only now: a key is taken by a job that will be inserted.
                 batch.idempotency[job.tenant, job.idempotency_key] = (job.id, job.request_hash)
-            batch.defer(sql.INSERT_JOB, _job_params(job, lease))
+            lease_end = job.created_at + lease.seconds if lease else None
+            batch.defer(sql.INSERT_JOB, job_columns(job, lease.owner if lease else None, lease_end))
             batch.queued_jobs += 1  # type: ignore[operator]
             batch.queued_by_tenant[job.tenant] += 1
             return None
@@ -64,7 +66,7 @@ class SQLiteJobs(SQLiteConnection):
         if not rows:
             return None
         summaries = await self._read(sql.JOB_DELIVERIES, (job_id,))
-        return Job.from_row(rows[0], tuple(_summary(row) for row in summaries))
+        return Job.from_row(rows[0], tuple(summary_of(row) for row in summaries))
 
     async def list_jobs(self, where: JobFilter) -> Page:
         clause = jobs_where(where, question_mark)
@@ -82,10 +84,7 @@ class SQLiteJobs(SQLiteConnection):
             f"SELECT * FROM deliveries WHERE job_id IN ({marks}) ORDER BY id",
             [job.id for job in jobs],
         )
-        by_job: dict[str, list[DeliverySummary]] = {}
-        for row in rows:
-            by_job.setdefault(row["job_id"], []).append(_summary(row))
-        return [_replace_deliveries(job, tuple(by_job.get(job.id, ()))) for job in jobs]
+        return with_deliveries(jobs, rows)
 
     async def claim_jobs(
         self, owner: str, limit: int, now: float, lease: float, *, skip_tenants: Sequence[str] = ()
@@ -135,7 +134,7 @@ class SQLiteJobs(SQLiteConnection):
                 DeliverySummary(d.id, str(d.channel), d.target, DeliveryStatus.PENDING, 0)
                 for d in outcome.deliveries
             )
-            return _replace_deliveries(job, summaries)
+            return replace(job, deliveries=summaries)
 
         result: Job | None = await self._write(op)
         return result
@@ -161,14 +160,10 @@ def _check_room(batch: Batch, tenant: str, total: int, share: int) -> None:
     """QueueFull past the queue's limit, or past the tenant's share of it."""
     if batch.queued_jobs is None:
         batch.queued_jobs = _count(batch, sql.COUNT_QUEUED)
-    if batch.queued_jobs >= total:
-        raise QueueFull(f"{batch.queued_jobs} jobs are queued; the limit is {total}")
+    check_queue(batch.queued_jobs, total)
     if tenant not in batch.queued_by_tenant:
         batch.queued_by_tenant[tenant] = _count(batch, sql.COUNT_TENANT_QUEUED, tenant)
-    if batch.queued_by_tenant[tenant] >= share:
-        raise QueueFull(
-            f"this tenant has {batch.queued_by_tenant[tenant]} jobs queued; its share is {share}"
-        )
+    check_share(batch.queued_by_tenant[tenant], share)
 
 
 def _count(batch: Batch, query: str, *params: Any) -> int:
@@ -184,26 +179,6 @@ def _first_with_key(batch: Batch, tenant: str, key: str) -> tuple[str, str | Non
     for row in rows:
         return str(row["id"]), row["request_hash"]
     return None
-
-
-def _job_params(job: NewJob, lease: Lease | None) -> tuple[Any, ...]:
-    return (
-        job.id,
-        job.tenant,
-        job.type,
-        dump_json(job.payload) or "null",
-        job.callback_url,
-        job.endpoint_id,
-        dump_json(job.notify),
-        dump_json(job.metadata),
-        job.deadline,
-        job.created_at,
-        job.created_at,
-        job.idempotency_key,
-        job.request_hash,
-        lease.owner if lease else None,
-        job.created_at + lease.seconds if lease else None,
-    )
 
 
 def _new_job_record(job: NewJob, lease: Lease | None) -> Job:
@@ -224,13 +199,3 @@ def _new_job_record(job: NewJob, lease: Lease | None) -> Job:
         started_at=None if lease is None else job.created_at,
         finished_at=None,
     )
-
-
-def _summary(row: Any) -> DeliverySummary:
-    return DeliverySummary(
-        row["id"], row["channel"], row["target"], row["status"], row["attempt_count"]
-    )
-
-
-def _replace_deliveries(job: Job, deliveries: tuple[DeliverySummary, ...]) -> Job:
-    return replace(job, deliveries=deliveries)
