@@ -21,7 +21,7 @@ from tests.support.fakes import make_gateway, make_smtp, smtp  # noqa: F401 - fi
 from tests.support.secrets import no_secret_in_any_log_line, remember  # noqa: F401
 
 # A real `dispatcher serve` subprocess: the `serve` and `http` fixtures.
-pytest_plugins = ["tests.support.process"]
+pytest_plugins = ["tests.support.process", "tests.support.databases"]
 
 ADMIN_KEY = "dk_test-admin-key-0123456789"
 LOOPBACK = "127.0.0.0/8,::1/128"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,6 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from tests.conftest import wait_for
-from tests.support.databases import fresh_postgres_url
 from tests.support.process import Http, Server
 
 pytestmark = pytest.mark.timeout(120)
@@ -105,18 +104,11 @@ def make_hooks(aiohttp_server: Any) -> Callable[..., Awaitable[Hooks]]:
 
 
 @pytest.fixture
-async def database() -> AsyncIterator[str]:
-    """A fresh database on the machine's PostgreSQL server, dropped after the test."""
-    async with fresh_postgres_url() as url:
-        yield url
-
-
-@pytest.fixture
-def instances(database: str, serve: Callable[..., Awaitable[Server]]) -> Start:
-    """Start `count` processes on the test's database, one after the other."""
+def instances(postgres_url: str, serve: Callable[..., Awaitable[Server]]) -> Start:
+    """Start `count` processes on the test's fresh database, one after the other."""
 
     async def start(count: int, **env: str) -> list[Server]:
-        return [await serve(DISPATCHER_DATABASE_URL=database, **env) for _ in range(count)]
+        return [await serve(DISPATCHER_DATABASE_URL=postgres_url, **env) for _ in range(count)]
 
     return start
 

@@ -41,11 +41,7 @@ from dispatcher.store.records import (
 )
 from dispatcher.store.sqlite import SQLiteStore
 from tests.conftest import wait_for
-from tests.support import databases
 from tests.support.databases import database_url, fresh_postgres_url
-
-# A fresh database for a test that makes its own stores on it.
-postgres_url = databases.postgres_url
 
 A = "http://127.0.0.1:9001/hook"
 B = "http://127.0.0.1:9002/hook"

@@ -8,7 +8,7 @@ import pytest
 
 from dispatcher.delivery.plan import finished
 from dispatcher.errors import Conflict, QueueFull
-from dispatcher.ids import new_id, now
+from dispatcher.ids import now
 from dispatcher.store.records import (
     Attempt,
     AttemptRecord,
@@ -17,12 +17,12 @@ from dispatcher.store.records import (
     DeliveryStatus,
     JobFilter,
     JobStatus,
-    NewJob,
     Trigger,
 )
 from dispatcher.store.sqlite import SQLiteStore
 from dispatcher.store.sqlite.migrations import MIGRATIONS
 from dispatcher.store.sqlite.writer import Batch
+from tests.test_store_contract import new_job
 
 
 @pytest.fixture
@@ -37,25 +37,6 @@ async def all_jobs(store: SQLiteStore) -> list:
     return (await store.list_jobs(JobFilter(tenant=None, limit=500))).items
 
 
-def new_job(key: str | None = None, request_hash: str | None = None, **fields) -> NewJob:
-    values = {
-        "id": new_id("job"),
-        "tenant": "acme",
-        "type": "echo",
-        "payload": {"n": 1},
-        "callback_url": "http://127.0.0.1:9/hook",
-        "endpoint_id": None,
-        "notify": None,
-        "metadata": None,
-        "deadline": None,
-        "created_at": now(),
-        "idempotency_key": key,
-        "request_hash": request_hash,
-    }
-    values.update(fields)
-    return NewJob(**values)
-
-
 async def test_concurrent_submissions_share_commits(store):
     writer = store._writer
     commits_before = writer.commits
@@ -67,7 +48,7 @@ async def test_concurrent_submissions_share_commits(store):
 
 async def test_same_idempotency_key_in_one_batch_gives_one_job(store):
     results = await asyncio.gather(
-        *(store.submit_job(new_job("k1", "hash-a"), 100) for _ in range(20))
+        *(store.submit_job(new_job(key="k1", digest="hash-a"), 100) for _ in range(20))
     )
     ids = {job.id for job, _ in results}
     assert len(ids) == 1
@@ -76,8 +57,8 @@ async def test_same_idempotency_key_in_one_batch_gives_one_job(store):
 
 async def test_same_idempotency_key_with_another_body_conflicts_in_one_batch(store):
     first, second = await asyncio.gather(
-        store.submit_job(new_job("k2", "hash-a"), 100),
-        store.submit_job(new_job("k2", "hash-b"), 100),
+        store.submit_job(new_job(key="k2", digest="hash-a"), 100),
+        store.submit_job(new_job(key="k2", digest="hash-b"), 100),
         return_exceptions=True,
     )
     assert first[1] is True
