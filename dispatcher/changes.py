@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from dispatcher.auth import Authenticator
 from dispatcher.claiming import ClaimLoop
@@ -56,6 +57,15 @@ class ChangeRouter:
         self._unread: dict[tuple[ChangeKind, str], None] = {}
         self._more = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._handlers: dict[ChangeKind, Callable[[Change], None]] = {
+            ChangeKind.JOB: self._job,
+            ChangeKind.JOBS_DUE: lambda c: self._pool.wake(c.subject or None),
+            ChangeKind.DELIVERIES_DUE: lambda c: self._deliverer.wake(c.subject or None),
+            ChangeKind.KEY_REVOKED: self._key_revoked,
+            ChangeKind.ENDPOINT: self._endpoint,
+            ChangeKind.TENANT_SECRETS: lambda c: self._secrets.forget(c.subject),
+            ChangeKind.RESYNC: self._resync,
+        }
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._read_loop(), name="feed-reader")
@@ -67,16 +77,8 @@ class ChangeRouter:
             self._task = None
 
     def __call__(self, change: Change) -> None:
-        handle = {
-            ChangeKind.JOB: self._job,
-            ChangeKind.JOBS_DUE: lambda c: self._pool.wake(c.subject or None),
-            ChangeKind.DELIVERIES_DUE: lambda c: self._deliverer.wake(c.subject or None),
-            ChangeKind.KEY_REVOKED: self._key_revoked,
-            ChangeKind.ENDPOINT: self._endpoint,
-            ChangeKind.TENANT_SECRETS: lambda c: self._secrets.forget(c.subject),
-            ChangeKind.RESYNC: self._resync,
-        }[change.kind]
-        handle(change)
+        # Every job event passes here (three a job): one lookup, made once.
+        self._handlers[change.kind](change)
 
     def _job(self, change: Change) -> None:
         if change.job is not None:
